@@ -1,0 +1,1 @@
+"""The knowledge in data/: loading and validation, sync into the database, and the query layer."""

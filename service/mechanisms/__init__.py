@@ -1,0 +1,1 @@
+"""Reference implementations of the survey's attention mechanisms, one module per technique."""

@@ -1,0 +1,96 @@
+"""Database tables (SQLModel). The public API shapes live beside the routers that return them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, ForeignKey, Index, String, Text
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _ts(**kw) -> Any:
+    return Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False, **kw))
+
+
+class Category(SQLModel, table=True):
+    __tablename__ = "categories"
+    id: str = Field(primary_key=True, max_length=64)
+    name: str
+    description: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    parent_id: str | None = Field(default=None, sa_column=Column(
+        String(64), ForeignKey("categories.id", ondelete="CASCADE"), nullable=True, index=True))
+    position: int = 0
+
+
+class Reference(SQLModel, table=True):
+    __tablename__ = "references"
+    citekey: str = Field(primary_key=True, max_length=128)
+    entry_type: str
+    fields: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    persons: dict[str, list[dict[str, str]]] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    bibtex: str = Field(sa_column=Column(Text, nullable=False))
+    source: str = "data"  # "data" (references.bib) or "api" (imported through the write API)
+    updated_at: datetime = _ts()
+
+
+class Technique(SQLModel, table=True):
+    __tablename__ = "techniques"
+    slug: str = Field(primary_key=True, max_length=96)
+    name: str = Field(index=True)
+    aliases: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    category_id: str = Field(sa_column=Column(String(64), ForeignKey("categories.id"), nullable=False, index=True))
+    subcategory_id: str = Field(sa_column=Column(String(64), ForeignKey("categories.id"), nullable=False,
+                                                 index=True))
+    also_in: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    year: int = Field(index=True)
+    summary: str = Field(sa_column=Column(Text, nullable=False))
+    formula_latex: str = Field(sa_column=Column(Text, nullable=False))
+    formula_legend: list[dict[str, str]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    strengths: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    limitations: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    complexity: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    citekey: str = Field(sa_column=Column(String(128), ForeignKey("references.citekey"), nullable=False, index=True))
+    implementation_scope: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    has_implementation: bool = Field(default=False, index=True)
+    verification: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    survey_note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    content_hash: str = Field(default="", max_length=64)
+    edited_via_api: bool = False  # sync from data/ never overwrites such a record
+    updated_at: datetime = _ts()
+
+
+class Application(SQLModel, table=True):
+    __tablename__ = "applications"
+    tag: str = Field(primary_key=True, max_length=96)
+
+
+class TechniqueApplication(SQLModel, table=True):
+    __tablename__ = "technique_applications"
+    technique_slug: str = Field(sa_column=Column(String(96), ForeignKey("techniques.slug", ondelete="CASCADE"),
+                                                 primary_key=True))
+    tag: str = Field(sa_column=Column(String(96), ForeignKey("applications.tag", ondelete="CASCADE"),
+                                      primary_key=True))
+    position: int = 0
+
+
+class TechniqueRelated(SQLModel, table=True):
+    __tablename__ = "technique_related"
+    technique_slug: str = Field(sa_column=Column(String(96), ForeignKey("techniques.slug", ondelete="CASCADE"),
+                                                 primary_key=True))
+    related_slug: str = Field(sa_column=Column(String(96), ForeignKey("techniques.slug", ondelete="CASCADE"),
+                                               primary_key=True))
+    position: int = 0
+
+
+class Meta(SQLModel, table=True):
+    __tablename__ = "meta"
+    key: str = Field(primary_key=True, max_length=64)
+    value: str = Field(sa_column=Column(Text, nullable=False))
+
+
+Index("ix_technique_applications_tag", TechniqueApplication.__table__.c.tag)
