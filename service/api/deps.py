@@ -1,0 +1,87 @@
+"""Dependencies and response helpers shared by the routers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from email.utils import format_datetime, parsedate_to_datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, Request, Response
+from sqlmodel import Session
+
+from ..errors import ApiError
+from ..settings import Settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with Session(request.app.state.engine) as session:
+        yield session
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+_ALLOWED_CACHE: dict[int, frozenset[str]] = {}
+
+
+def _query_names(dependant) -> set[str]:
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+async def forbid_unknown_query(request: Request) -> None:
+    """Reject query parameters the operation does not define (a typo should not be silently ignored)."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    allowed = _ALLOWED_CACHE.get(id(route))
+    if allowed is None:
+        allowed = frozenset(_query_names(dependant))
+        _ALLOWED_CACHE[id(route)] = allowed
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        raise ApiError(400, f"unknown query parameter(s): {', '.join(unknown)}",
+                       details={"unknown": unknown, "allowed": sorted(allowed)})
+
+
+def etag_for(body: bytes) -> str:
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def conditional(request: Request, body: bytes, media_type: str, last_modified: datetime | None = None,
+                headers: dict[str, str] | None = None) -> Response:
+    """A response with a strong ETag (and Last-Modified), or 304 when the client's copy is current."""
+    etag = etag_for(body)
+    out_headers = {"ETag": etag, "Cache-Control": "no-cache", **(headers or {})}
+    if last_modified is not None:
+        out_headers["Last-Modified"] = format_datetime(last_modified, usegmt=True)
+    inm = request.headers.get("if-none-match")
+    if inm is not None:
+        tags = {t.strip().removeprefix("W/") for t in inm.split(",")}
+        if "*" in tags or etag in tags:
+            return Response(status_code=304, headers=out_headers)
+    elif last_modified is not None and (ims := request.headers.get("if-modified-since")):
+        try:
+            if last_modified.replace(microsecond=0) <= parsedate_to_datetime(ims):
+                return Response(status_code=304, headers=out_headers)
+        except (TypeError, ValueError):
+            pass
+    return Response(content=body, media_type=media_type, headers=out_headers)
+
+
+def json_bytes(payload: Any) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def conditional_json(request: Request, payload: Any, last_modified: datetime | None = None) -> Response:
+    return conditional(request, json_bytes(payload), "application/json", last_modified)

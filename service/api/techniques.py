@@ -1,0 +1,102 @@
+"""GET /techniques (filter, search, sort, page, select fields) and GET /techniques/{slug}."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+
+from ..catalog import query
+from ..errors import ERROR_SCHEMA, ApiError
+from .deps import SessionDep, SettingsDep, conditional_json
+
+router = APIRouter(tags=["techniques"])
+
+SLUG = Path(description="the technique's slug", examples=["squeeze-and-excitation"],
+            pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", max_length=96)
+
+_LIST_EXAMPLE = {
+    "items": [{"slug": "squeeze-and-excitation", "name": "Squeeze-and-Excitation", "year": 2018,
+               "category": {"id": "soft", "name": "Soft (deterministic) attention"},
+               "subcategory": {"id": "channel", "name": "Channel attention"}}],
+    "total": 11, "limit": 1, "next_cursor": "WyJuYW1lIiwiRWZmaWNpZW50IENoYW5uZWwgQXR0ZW50aW9uIiwi...",
+}
+
+
+def _fields(fields: str | None) -> list[str] | None:
+    if not fields:
+        return None
+    wanted = [f.strip() for f in fields.split(",") if f.strip()]
+    unknown = [f for f in wanted if f not in query.FIELDS]
+    if unknown:
+        raise ApiError(400, f"unknown field(s) {unknown}", details={"parameter": "fields", "allowed": list(query.FIELDS)})
+    return list(dict.fromkeys(wanted))
+
+
+def filters_dep(
+    category: Annotated[str | None, Query(description="category id (soft, hard)", examples=["soft"])] = None,
+    subcategory: Annotated[str | None, Query(description="subcategory id; also matches techniques the survey "
+                                             "lists under it as well", examples=["channel"])] = None,
+    application: Annotated[list[str], Query(description="application tag; repeat to require several",
+                                            examples=["semantic-segmentation"])] = [],  # noqa: B006
+    year_min: Annotated[int | None, Query(ge=1900, le=2100, description="earliest year", examples=[2018])] = None,
+    year_max: Annotated[int | None, Query(ge=1900, le=2100, description="latest year", examples=[2021])] = None,
+    has_implementation: Annotated[bool | None, Query(description="only techniques with (true) or without (false) "
+                                                     "a runnable implementation")] = None,
+    q: Annotated[str | None, Query(min_length=1, max_length=200, description=(
+        "full-text search over name, aliases, summary, strengths, limitations and applications; words, "
+        "\"phrases\", OR, NOT and prefix* terms"), examples=["channel gate"])] = None,
+) -> query.Filters:
+    if year_min is not None and year_max is not None and year_min > year_max:
+        raise ApiError(400, f"year_min={year_min} is after year_max={year_max}", details={"parameter": "year_min"})
+    return query.Filters(category=category, subcategory=subcategory, applications=application, year_min=year_min,
+                         year_max=year_max, has_implementation=has_implementation, q=q)
+
+
+FiltersDep = Annotated[query.Filters, Depends(filters_dep)]
+
+
+@router.get("/techniques", summary="List, filter and search techniques",
+            responses={200: {"content": {"application/json": {"example": _LIST_EXAMPLE}}},
+                       400: ERROR_SCHEMA, 422: ERROR_SCHEMA})
+def list_techniques(
+    request: Request, session: SessionDep, settings: SettingsDep, flt: FiltersDep,
+    sort: Annotated[Literal["name", "-name", "year", "-year", "slug", "relevance"] | None, Query(
+        description="order; default: relevance with q, else name. Ties are broken by slug, so paging is stable")] = None,
+    limit: Annotated[int | None, Query(ge=1, description="page size (at most the configured maximum, default 100)",
+                                       examples=[20])] = None,
+    cursor: Annotated[str | None, Query(max_length=500, description="next_cursor of the previous page")] = None,
+    fields: Annotated[str | None, Query(description="comma-separated fields to return",
+                                        examples=["slug,name,year"])] = None,
+) -> Response:
+    """Techniques matching every given filter, one page at a time.
+
+    Paging is by keyset: pass `next_cursor` back as `cursor` to get the next page; pages never repeat or
+    skip a technique while the catalogue is unchanged. `total` counts all matches."""
+    if limit is not None and limit > settings.page_size_max:
+        raise ApiError(400, f"limit={limit} is over the maximum page size {settings.page_size_max}",
+                       details={"parameter": "limit", "maximum": settings.page_size_max})
+    limit = limit or settings.page_size_default
+    sort = sort or ("relevance" if flt.q else "name")
+    selected = _fields(fields)
+    page = query.list_techniques(session, flt, sort, limit, cursor)
+    rel = query.load_related(session, [t.slug for t in page.items])
+    payload = {
+        "items": [query.to_public(t, rel, selected, page.ranks.get(t.slug)) for t in page.items],
+        "total": page.total, "limit": limit, "sort": sort, "next_cursor": page.next_cursor,
+    }
+    return conditional_json(request, payload, query.catalog_last_modified(session))
+
+
+@router.get("/techniques/{slug}", summary="One technique",
+            responses={200: {"content": {"application/json": {"example": {
+                "slug": "squeeze-and-excitation", "name": "Squeeze-and-Excitation", "year": 2018,
+                "formula": {"latex": "s = \\sigma(W_2 \\delta(W_1 z))", "legend": []}}}}},
+                       404: ERROR_SCHEMA})
+def get_technique(request: Request, session: SessionDep, slug: Annotated[str, SLUG],
+                  fields: Annotated[str | None, Query(description="comma-separated fields to return",
+                                                      examples=["name,formula,citation"])] = None) -> Response:
+    """Everything the catalogue knows about one technique. Unknown slugs get 404 with close matches."""
+    t = query.get_technique(session, slug)
+    rel = query.load_related(session, [t.slug])
+    return conditional_json(request, query.to_public(t, rel, _fields(fields)), query.aware(t.updated_at))

@@ -1,0 +1,255 @@
+"""The query layer: filters, full-text search (SQLite FTS5 or PostgreSQL tsvector), stable sorting,
+keyset paging with opaque cursors, and the public representation of a technique."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import difflib
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Float, String, and_, cast, exists, func, or_, select, text
+from sqlalchemy.exc import DatabaseError
+from sqlmodel import Session
+
+from ..errors import ApiError
+from ..models import Category, Meta, Reference, Technique, TechniqueApplication, TechniqueRelated
+
+SORTS = {"name", "-name", "year", "-year", "slug", "relevance"}
+FIELDS = ("slug", "name", "aliases", "category", "subcategory", "also_in", "year", "summary", "formula",
+          "strengths", "limitations", "applications", "complexity", "citation", "related", "has_implementation",
+          "implementation_scope", "survey_note", "verification", "links", "updated_at")
+
+
+@dataclass
+class Filters:
+    category: str | None = None
+    subcategory: str | None = None
+    applications: list[str] = field(default_factory=list)
+    year_min: int | None = None
+    year_max: int | None = None
+    has_implementation: bool | None = None
+    q: str | None = None
+
+
+@dataclass
+class Page:
+    items: list[Technique]
+    total: int
+    next_cursor: str | None
+    ranks: dict[str, float]
+
+
+def _encode_cursor(sort: str, key: Any, slug: str) -> str:
+    raw = json.dumps([sort, key, slug], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, sort: str) -> tuple[Any, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        c_sort, key, slug = json.loads(raw)
+        if not isinstance(slug, str):
+            raise ValueError
+    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
+        raise ApiError(400, "malformed cursor: pass back the next_cursor value of a previous page unchanged",
+                       details={"parameter": "cursor"}) from None
+    if c_sort != sort:
+        raise ApiError(400, f"this cursor belongs to sort={c_sort}, not sort={sort}",
+                       details={"parameter": "cursor"})
+    return key, slug
+
+
+_BARE = re.compile(r'"[^"]*"?|\S+')
+_PLAIN = re.compile(r"^[\w*()^+]+$")
+
+
+def fts5_query(q: str) -> str:
+    """Quote bare terms that FTS5 would read as syntax (``criss-cross``, ``re-id``, ``c++``) as phrases;
+    quoted phrases, AND/OR/NOT/NEAR and prefix* terms pass through unchanged."""
+    out = []
+    for token in _BARE.findall(q):
+        if token.startswith('"') or token in ("AND", "OR", "NOT") or token.startswith("NEAR(") or _PLAIN.match(token):
+            out.append(token)
+        else:
+            out.append('"' + token.replace('"', "") + '"')
+    return " ".join(out)
+
+
+def _fts_rank(session: Session, q: str):
+    """A selectable (slug, rank) for the search; lower rank is a better match."""
+    if session.get_bind().dialect.name == "sqlite":
+        # column weights: slug (unindexed), name, aliases, summary, strengths, limitations, applications
+        return (text("SELECT slug, bm25(technique_fts, 0.0, 10.0, 6.0, 2.0, 1.0, 1.0, 2.0) AS rank "
+                     "FROM technique_fts WHERE technique_fts MATCH :q").bindparams(q=fts5_query(q))
+                .columns(slug=String, rank=Float).subquery("fts"))
+    doc = func.concat_ws(" ", Technique.name, cast(Technique.aliases, String), Technique.summary,
+                         cast(Technique.strengths, String), cast(Technique.limitations, String),
+                         func.coalesce(select(func.string_agg(TechniqueApplication.tag, " "))
+                                       .where(TechniqueApplication.technique_slug == Technique.slug)
+                                       .scalar_subquery(), ""))
+    weighted = func.setweight(func.to_tsvector("english", Technique.name), "A").op("||")(
+        func.setweight(func.to_tsvector("english", func.replace(doc, "-", " ")), "B"))
+    query = func.websearch_to_tsquery("english", q)
+    return (select(Technique.slug.label("slug"), (-func.ts_rank(weighted, query)).label("rank"))
+            .where(weighted.op("@@")(query)).subquery("fts"))
+
+
+def list_techniques(session: Session, flt: Filters, sort: str, limit: int, cursor: str | None) -> Page:
+    if sort == "relevance" and not flt.q:
+        raise ApiError(400, "sort=relevance needs a search query q", details={"parameter": "sort"})
+    conds = []
+    if flt.category:
+        conds.append(Technique.category_id == flt.category)
+    if flt.subcategory:
+        conds.append(or_(Technique.subcategory_id == flt.subcategory,
+                         cast(Technique.also_in, String).like(f'%"{flt.subcategory}"%')))
+    for tag in flt.applications:
+        conds.append(exists().where(and_(TechniqueApplication.technique_slug == Technique.slug,
+                                         TechniqueApplication.tag == tag)))
+    if flt.year_min is not None:
+        conds.append(Technique.year >= flt.year_min)
+    if flt.year_max is not None:
+        conds.append(Technique.year <= flt.year_max)
+    if flt.has_implementation is not None:
+        conds.append(Technique.has_implementation == flt.has_implementation)
+
+    rank_col = None
+    base = select(Technique)
+    if flt.q:
+        fts = _fts_rank(session, flt.q)
+        rank_col = fts.c.rank
+        base = select(Technique, rank_col).join(fts, fts.c.slug == Technique.slug)
+    base = base.where(*conds)
+
+    key_col, descending = {
+        "name": (Technique.name, False), "-name": (Technique.name, True), "year": (Technique.year, False),
+        "-year": (Technique.year, True), "slug": (Technique.slug, False), "relevance": (rank_col, False),
+    }[sort]
+    try:
+        total = session.execute(select(func.count()).select_from(base.subquery())).scalar_one()
+        paged = base
+        if cursor:
+            key, slug = _decode_cursor(cursor, sort)
+            after = key_col < key if descending else key_col > key
+            paged = paged.where(or_(after, and_(key_col == key, Technique.slug > slug)))
+        paged = paged.order_by(key_col.desc() if descending else key_col.asc(), Technique.slug.asc()).limit(limit + 1)
+        rows = session.execute(paged).all()
+    except DatabaseError as exc:
+        session.rollback()
+        reason = str(exc.orig).lower()
+        if flt.q and any(w in reason for w in ("fts5", "syntax", "tsquery", "no such column", "unterminated")):
+            raise ApiError(400, f"the search query q={flt.q!r} is not valid search syntax: use words, "
+                                "\"quoted phrases\", OR, NOT, and prefix* terms",
+                           details={"parameter": "q", "reason": str(exc.orig)[:200]}) from None
+        raise
+    items = [r[0] for r in rows[:limit]]
+    ranks = {r[0].slug: float(r[1]) for r in rows[:limit]} if rank_col is not None else {}
+    next_cursor = None
+    if len(rows) > limit:
+        last = items[-1]
+        key = ranks[last.slug] if sort == "relevance" else getattr(last, key_col.key)
+        next_cursor = _encode_cursor(sort, key, last.slug)
+    return Page(items=items, total=total, next_cursor=next_cursor, ranks=ranks)
+
+
+def get_technique(session: Session, slug: str) -> Technique:
+    t = session.get(Technique, slug)
+    if t is None:
+        slugs = list(session.execute(select(Technique.slug)).scalars())
+        close = difflib.get_close_matches(slug, slugs, n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ApiError(404, f"no technique with slug '{slug}'{hint}",
+                       details={"did_you_mean": close, "list": "/techniques"})
+    return t
+
+
+def aware(stamp: datetime) -> datetime:
+    """SQLite hands timestamps back without a zone; they are stored in UTC."""
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
+
+def catalog_last_modified(session: Session) -> datetime | None:
+    latest = session.execute(select(func.max(Technique.updated_at))).scalar_one_or_none()
+    ref_latest = session.execute(select(func.max(Reference.updated_at))).scalar_one_or_none()
+    stamps = [aware(s) for s in (latest, ref_latest) if s is not None]
+    return max(stamps) if stamps else None
+
+
+def survey_citekey(session: Session) -> str | None:
+    row = session.get(Meta, "survey_citekey")
+    return row.value if row else None
+
+
+@dataclass
+class Related:
+    categories: dict[str, Category]
+    applications: dict[str, list[str]]
+    related: dict[str, list[str]]
+    references: dict[str, Reference]
+
+
+def load_related(session: Session, slugs: list[str]) -> Related:
+    cats = {c.id: c for c in session.execute(select(Category)).scalars()}
+    apps: dict[str, list[str]] = {s: [] for s in slugs}
+    for ta in session.execute(select(TechniqueApplication).where(TechniqueApplication.technique_slug.in_(slugs))
+                              .order_by(TechniqueApplication.position)).scalars():
+        apps[ta.technique_slug].append(ta.tag)
+    rel: dict[str, list[str]] = {s: [] for s in slugs}
+    for tr in session.execute(select(TechniqueRelated).where(TechniqueRelated.technique_slug.in_(slugs))
+                              .order_by(TechniqueRelated.position)).scalars():
+        rel[tr.technique_slug].append(tr.related_slug)
+    keys = {t for t in session.execute(select(Technique.citekey).where(Technique.slug.in_(slugs))).scalars()}
+    refs = {r.citekey: r for r in session.execute(select(Reference).where(Reference.citekey.in_(keys))).scalars()}
+    return Related(categories=cats, applications=apps, related=rel, references=refs)
+
+
+def citation_summary(ref: Reference | None, citekey: str) -> dict[str, Any]:
+    if ref is None:
+        return {"citekey": citekey}
+    f = ref.fields
+    out: dict[str, Any] = {
+        "citekey": ref.citekey, "type": ref.entry_type, "title": f.get("title"),
+        "authors": [f"{p['given']} {p['family']}".strip() for p in ref.persons.get("author", [])],
+        "venue": f.get("booktitle") or f.get("journal"), "year": int(f["year"]) if f.get("year", "").isdigit() else None,
+    }
+    for k in ("volume", "number", "pages", "doi", "url", "eprint", "publisher"):
+        if f.get(k):
+            out[k] = f[k]
+    if f.get("doi"):
+        out["doi_url"] = f"https://doi.org/{f['doi']}"
+    if f.get("eprint") and f.get("archiveprefix", "").lower() == "arxiv":
+        out["arxiv_url"] = f"https://arxiv.org/abs/{f['eprint']}"
+    return out
+
+
+def to_public(t: Technique, rel: Related, fields: list[str] | None = None, rank: float | None = None,
+              base_url: str = "") -> dict[str, Any]:
+    def cat(cid: str) -> dict[str, str]:
+        c = rel.categories.get(cid)
+        return {"id": cid, "name": c.name if c else cid}
+
+    full: dict[str, Any] = {
+        "slug": t.slug, "name": t.name, "aliases": t.aliases, "category": cat(t.category_id),
+        "subcategory": cat(t.subcategory_id), "also_in": [cat(c) for c in t.also_in], "year": t.year,
+        "summary": t.summary, "formula": {"latex": t.formula_latex, "legend": t.formula_legend},
+        "strengths": t.strengths, "limitations": t.limitations, "applications": rel.applications.get(t.slug, []),
+        "complexity": t.complexity, "citation": citation_summary(rel.references.get(t.citekey), t.citekey),
+        "related": rel.related.get(t.slug, []), "has_implementation": t.has_implementation,
+        "implementation_scope": t.implementation_scope, "survey_note": t.survey_note,
+        "verification": t.verification,
+        "links": {"self": f"{base_url}/techniques/{t.slug}", "html": f"{base_url}/t/{t.slug}",
+                  "citation": f"{base_url}/techniques/{t.slug}/citation",
+                  "note": f"{base_url}/techniques/{t.slug}/note.md",
+                  **({"implementation": f"{base_url}/techniques/{t.slug}/implementation",
+                      "run": f"{base_url}/techniques/{t.slug}/run"} if t.has_implementation else {})},
+        "updated_at": t.updated_at.isoformat() if t.updated_at else None,
+    }
+    out = {k: full[k] for k in fields} if fields else full
+    if rank is not None:
+        out["score"] = round(-rank, 6)
+    return out

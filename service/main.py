@@ -1,0 +1,67 @@
+"""The application factory: ``uvicorn --factory service.main:create_app``."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+
+from . import __version__, errors
+from .api import health, run, taxonomy, techniques
+from .api.deps import forbid_unknown_query
+from .db import make_engine
+from .metrics import Metrics
+from .runner import RunPool
+from .settings import Settings
+
+log = logging.getLogger("service")
+
+DESCRIPTION = """
+The attention techniques reviewed in Hassanin et al., *Visual Attention Methods in Deep Learning:
+An In-Depth Survey* (Information Fusion 108, 102417, 2024): the survey's taxonomy, a formula, strengths,
+limitations and applications for each technique, citations of the original papers, and runnable
+reference implementations.
+
+Every error has the shape `{"error": {"code", "message", "details"}}`. Unknown query parameters are
+rejected with 400. Catalogue responses carry `ETag` and `Last-Modified` and answer `If-None-Match` with 304.
+"""
+
+
+def prepare_database(app: FastAPI) -> None:
+    """Migrate to head and load data/ when the catalogue is empty (first start)."""
+    from sqlalchemy import text
+
+    from .catalog.sync import sync
+    from .migrate import upgrade
+
+    settings: Settings = app.state.settings
+    upgrade(app.state.engine)
+    with app.state.engine.connect() as conn:
+        empty = conn.execute(text("SELECT count(*) FROM techniques")).scalar_one() == 0
+    if empty:
+        report = sync(app.state.engine, settings.knowledge_dir)
+        log.info("loaded the catalogue: %s", report.summary())
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if settings.sync_on_start:
+            prepare_database(app)
+        yield
+        app.state.run_pool.shutdown()
+        app.state.engine.dispose()
+
+    app = FastAPI(title="Attention Atlas", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  dependencies=[Depends(forbid_unknown_query)])
+    app.state.settings = settings
+    app.state.engine = make_engine(settings)
+    app.state.run_pool = RunPool(settings.run_workers, settings.run_queue, settings.run_timeout_s)
+    app.state.metrics = Metrics()
+    errors.install(app)
+    for module in (techniques, taxonomy, run, health):
+        app.include_router(module.router)
+    return app
