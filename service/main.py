@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from . import __version__, errors
-from .api import health, run, taxonomy, techniques
+from .api import admin, citations, health, ops, run, taxonomy, techniques, web
 from .api.deps import forbid_unknown_query
 from .db import make_engine
 from .metrics import Metrics
@@ -62,6 +62,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.run_pool = RunPool(settings.run_workers, settings.run_queue, settings.run_timeout_s)
     app.state.metrics = Metrics()
     errors.install(app)
-    for module in (techniques, taxonomy, run, health):
+    for module in (techniques, taxonomy, run, citations, admin, health, ops, web):
         app.include_router(module.router)
     return app

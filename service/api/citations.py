@@ -1,0 +1,5 @@
+"""Routes for citations (being written)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

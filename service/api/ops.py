@@ -1,0 +1,5 @@
+"""Routes for ops (being written)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

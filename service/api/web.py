@@ -1,0 +1,5 @@
+"""Routes for web (being written)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
