@@ -357,9 +357,9 @@ async def run_batch(request: Request) -> Response:
         raise _input_error(exc) from None
     _check_device(req.device)
     _check_finite(inputs, req.allow_nonfinite)
+    mechs = {slug: _mechanism(slug) for slug in dict.fromkeys(req.techniques)}  # every slug known first
     plan = []
-    for slug in dict.fromkeys(req.techniques):
-        mech = _mechanism(slug)
+    for slug, mech in mechs.items():
         try:
             params = _prepare(mech, inputs, req.hyperparameters.get(slug, {}))
         except ApiError as exc:
@@ -367,16 +367,13 @@ async def run_batch(request: Request) -> Response:
             raise
         plan.append((slug, mech, params))
     opts = RunOptions(**req.model_dump(exclude={"techniques", "inputs", "hyperparameters"}))
+
+    def run_all() -> list[tuple[str, dict, dict]]:
+        return [(slug, params, _safe_execute(mech, inputs, params, opts, None)) for slug, mech, params in plan]
+
     pool: RunPool = request.app.state.run_pool
-    pool.reserve(len(plan))
     results = {}
-    for i, (slug, mech, params) in enumerate(plan):
-        try:
-            result = await pool.run(lambda m=mech, p=params: _safe_execute(m, inputs, p, opts, None), reserved=True)
-        except BaseException:
-            for _ in plan[i + 1:]:
-                pool.release()
-            raise
+    for slug, params, result in await pool.run(run_all):  # one slot, one time limit for the whole batch
         meta = _meta(slug, result, params, opts, 0.0)
         results[slug] = {**meta, "outputs": {k: tensors.tensor_to_json(v) for k, v in result["outputs"].items()}}
         request.app.state.metrics.observe_run(slug, meta["time_ms"]["forward"] / 1000.0)

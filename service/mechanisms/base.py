@@ -94,7 +94,7 @@ class HyperParam:
         return f"{self.kind} in [{lo}, {hi}]"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity equality: hashable, one record per slug
 class Mechanism:
     """Everything the registry, the API and the tests need to know about one implementation."""
 
