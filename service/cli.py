@@ -1,4 +1,4 @@
-"""The ``attention-atlas`` command: serve, db migrate|sync|backup."""
+"""The ``attention-atlas`` command: serve, db migrate|sync|backup, keys new|hash."""
 
 from __future__ import annotations
 
@@ -10,11 +10,16 @@ from .settings import Settings
 
 
 def _serve(args, settings: Settings) -> int:
+    import os
+
     import uvicorn
 
+    # worker processes build the app from the environment: JSON logs in each of them
+    os.environ["ATLAS_JSON_LOGS"] = "true"
+    os.environ["ATLAS_LOG_LEVEL"] = args.log_level
     uvicorn.run("service.main:create_app", factory=True, host=args.host or settings.host,
                 port=args.port or settings.port, workers=args.workers, timeout_graceful_shutdown=30,
-                log_level="info")
+                log_config=None, log_level=args.log_level, access_log=False)
     return 0
 
 
@@ -54,13 +59,53 @@ def _backup(args, settings: Settings) -> int:
     return 0
 
 
+def _keys_new(args, _settings: Settings) -> int:
+    from .auth import make_entry, new_key
+
+    key = new_key()
+    try:
+        entry = make_entry(args.name, args.role, key)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"key:     {key}")
+    print(f"setting: {entry.settings_entry()}")
+    print("Give the key to its user (it is shown only this once); add the setting to ATLAS_API_KEYS "
+          "(entries separated by commas).", file=sys.stderr)
+    return 0
+
+
+def _keys_hash(args, _settings: Settings) -> int:
+    from .auth import hash_key, make_entry
+
+    if sys.stdin.isatty():
+        from getpass import getpass
+
+        key = getpass("key: ").strip()
+    else:
+        key = sys.stdin.readline().strip()
+    if not key:
+        print("send the key on standard input, e.g. `echo \"$KEY\" | attention-atlas keys hash`", file=sys.stderr)
+        return 2
+    if not args.name:
+        print(hash_key(key))
+        return 0
+    try:
+        print(make_entry(args.name, args.role, key).settings_entry())
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attention-atlas", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the HTTP service (migrates and loads data/ on first start)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--workers", type=int, default=1, help="processes (use PostgreSQL for more than one)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=_serve)
     db = sub.add_parser("db", help="database operations").add_subparsers(dest="db_command", required=True)
     db.add_parser("migrate", help="upgrade the database schema to the newest migration").set_defaults(func=_migrate)
@@ -70,6 +115,17 @@ def build_parser() -> argparse.ArgumentParser:
     b = db.add_parser("backup", help="write a consistent copy of the live SQLite database to PATH")
     b.add_argument("path")
     b.set_defaults(func=_backup)
+    keys = sub.add_parser("keys", help="API keys for the write API").add_subparsers(dest="keys_command",
+                                                                                   required=True)
+    kn = keys.add_parser("new", help="make a random key and print it with its ATLAS_API_KEYS entry")
+    kn.add_argument("name", help="who or what uses the key (letters, digits, '_', '.', '-')")
+    kn.add_argument("--role", choices=("write", "read"), default="write")
+    kn.set_defaults(func=_keys_new)
+    kh = keys.add_parser("hash", help="print the SHA-256 of a key read from standard input (with --name: its "
+                                      "ATLAS_API_KEYS entry)")
+    kh.add_argument("--name", help="print the whole 'name:role:sha256hex' entry")
+    kh.add_argument("--role", choices=("write", "read"), default="write")
+    kh.set_defaults(func=_keys_hash)
     return parser
 
 

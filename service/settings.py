@@ -6,7 +6,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_DATA = Path(__file__).resolve().parent.parent / "data"
@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     knowledge_dir: Path = Field(default=REPO_DATA, description="the data/ folder with taxonomy, techniques, bib")
     host: str = "127.0.0.1"
     port: int = 8000
+    json_logs: bool = Field(default=False, description="configure JSON logging (the serve command turns it on)")
+    log_level: str = "info"
     sync_on_start: bool = Field(default=True, description="migrate and sync data/ at start when the DB is empty")
 
     # queries
@@ -41,6 +43,15 @@ class Settings(BaseSettings):
 
     # write API
     api_keys: str = Field(default="", description="comma-separated 'name:role:sha256hex' (role: write|read)")
+    max_import_bytes: int = Field(default=4 << 20, description="BibTeX/RIS import body size")
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_api_keys(cls, value: str) -> str:
+        from .auth import parse_api_keys
+
+        parse_api_keys(value)  # raises ValueError naming the malformed entry
+        return value
 
     @cached_property
     def url(self) -> str:
