@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 
 from fastapi import Depends, FastAPI
 
@@ -12,6 +12,7 @@ from .api import admin, citations, health, ops, run, taxonomy, techniques, web
 from .api.deps import forbid_unknown_query
 from .db import make_engine
 from .metrics import Metrics
+from .observability import RequestContextMiddleware
 from .runner import RunPool
 from .settings import Settings
 
@@ -28,6 +29,31 @@ rejected with 400. Catalogue responses carry `ETag` and `Last-Modified` and answ
 """
 
 
+@contextmanager
+def _startup_lock(settings: Settings, engine):
+    """Several workers may start at once: only one migrates and loads the catalogue at a time."""
+    if settings.is_sqlite:
+        import fcntl
+
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+        with open(settings.var_dir / ".startup.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+    else:
+        from sqlalchemy import text
+
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(4262021)"))
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(4262021)"))
+                conn.commit()
+
+
 def prepare_database(app: FastAPI) -> None:
     """Migrate to head and load data/ when the catalogue is empty (first start)."""
     from sqlalchemy import text
@@ -36,16 +62,21 @@ def prepare_database(app: FastAPI) -> None:
     from .migrate import upgrade
 
     settings: Settings = app.state.settings
-    upgrade(app.state.engine)
-    with app.state.engine.connect() as conn:
-        empty = conn.execute(text("SELECT count(*) FROM techniques")).scalar_one() == 0
-    if empty:
-        report = sync(app.state.engine, settings.knowledge_dir)
-        log.info("loaded the catalogue: %s", report.summary())
+    with _startup_lock(settings, app.state.engine):
+        upgrade(app.state.engine)
+        with app.state.engine.connect() as conn:
+            empty = conn.execute(text("SELECT count(*) FROM techniques")).scalar_one() == 0
+        if empty:
+            report = sync(app.state.engine, settings.knowledge_dir)
+            log.info("loaded the catalogue: %s", report.summary())
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    if settings.json_logs:
+        from .observability import configure_logging
+
+        configure_logging(settings.log_level.upper())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -61,7 +92,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = make_engine(settings)
     app.state.run_pool = RunPool(settings.run_workers, settings.run_queue, settings.run_timeout_s)
     app.state.metrics = Metrics()
+    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     errors.install(app)
     for module in (techniques, taxonomy, run, citations, admin, health, ops, web):
         app.include_router(module.router)
+    web.mount_static(app)
     return app

@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, fie
 
 from .latex import check_math
 
+_VERBATIM = {"url", "doi", "eprint", "archiveprefix", "primaryclass", "isbn", "issn"}
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C parser when libyaml is present
 SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 TAG_RE = SLUG_RE
 
@@ -160,7 +162,7 @@ def _loc(err: dict) -> str:
 
 def _read_yaml(path: Path, rel: str, problems: list[Problem]) -> Any:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         problems.append(Problem(file=rel, message=f"not valid YAML: {exc}"))
     except OSError as exc:
@@ -194,6 +196,8 @@ def parse_bibtex(text: str, origin: str) -> tuple[dict[str, BibEntry], list[Prob
                 persons[k] = [{"family": " ".join(p.last).replace("{", "").replace("}", ""),
                                "given": " ".join(p.first + p.von).replace("{", "").replace("}", "")}
                               for p in f.value]
+            elif k in _VERBATIM:
+                fields[k] = raw_fields[k].strip().strip("{}")  # URLs and identifiers are not LaTeX
             else:
                 fields[k] = str(f.value).replace("{", "").replace("}", "").strip()
         for required in ("title", "year"):

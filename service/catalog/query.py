@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Float, String, and_, cast, exists, func, or_, select, text
+from sqlalchemy import Float, String, and_, cast, exists, func, literal_column, or_, select, text
 from sqlalchemy.exc import DatabaseError
 from sqlmodel import Session
 
@@ -92,8 +92,8 @@ def _fts_rank(session: Session, q: str):
                          func.coalesce(select(func.string_agg(TechniqueApplication.tag, " "))
                                        .where(TechniqueApplication.technique_slug == Technique.slug)
                                        .scalar_subquery(), ""))
-    weighted = func.setweight(func.to_tsvector("english", Technique.name), "A").op("||")(
-        func.setweight(func.to_tsvector("english", func.replace(doc, "-", " ")), "B"))
+    weighted = func.setweight(func.to_tsvector("english", Technique.name), literal_column("'A'")).op("||")(
+        func.setweight(func.to_tsvector("english", func.replace(doc, "-", " ")), literal_column("'B'")))
     query = func.websearch_to_tsquery("english", q)
     return (select(Technique.slug.label("slug"), (-func.ts_rank(weighted, query)).label("rank"))
             .where(weighted.op("@@")(query)).subquery("fts"))
@@ -170,7 +170,7 @@ def get_technique(session: Session, slug: str) -> Technique:
 
 def aware(stamp: datetime) -> datetime:
     """SQLite hands timestamps back without a zone; they are stored in UTC."""
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+    return stamp.astimezone(UTC) if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
 def catalog_last_modified(session: Session) -> datetime | None:

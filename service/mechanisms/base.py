@@ -145,7 +145,7 @@ class Mechanism:
                     f"input '{spec.name}' has rank {len(shape)}, expected rank {len(spec.dims)} "
                     f"[{', '.join(spec.dims)}]", field=f"inputs.{spec.name}",
                     expected=f"shape [{', '.join(spec.dims)}]")
-            for sym, n in zip(spec.dims, shape):
+            for sym, n in zip(spec.dims, shape, strict=True):
                 if n < 1:
                     raise MechanismInputError(f"input '{spec.name}' has an empty dimension {sym}",
                                               field=f"inputs.{spec.name}", expected="sizes >= 1")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import importlib.abc
-import importlib.util
 import importlib.machinery
+import importlib.util
 import sys
 import types
 from unittest import mock

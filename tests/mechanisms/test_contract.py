@@ -28,7 +28,7 @@ def test_shapes_over_several_sizes(slug):
         for name, tensor in out.items():
             dims = declared[name].dims
             assert tensor.dim() == len(dims), (name, tensor.shape, dims)
-            for sym, n in zip(dims, tensor.shape):
+            for sym, n in zip(dims, tensor.shape, strict=True):
                 if sym in sizes:
                     assert n == sizes[sym], (name, sym, tensor.shape, shapes)
                 elif sym.isdigit():
