@@ -1,0 +1,256 @@
+"""The original paper's metadata in the forms reference managers read from a web page.
+
+* Highwire Press ``citation_*`` meta tags (read by Zotero's Embedded Metadata translator, Google Scholar,
+  Mendeley and others);
+* a COinS ``ContextObject`` (OpenURL 1.0 KEV, Z39.88-2004) for ``<span class="Z3988" title="...">``;
+* a plain formatted reference for people.
+
+Everything works from a :class:`~service.models.Reference` row: ``fields`` (Unicode, LaTeX decoded),
+``persons`` (``{"author": [{"family", "given"}]}``) and ``bibtex`` (the entry as written).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from ..models import Reference
+
+ARXIV_ABS = "https://arxiv.org/abs/{}"
+ARXIV_PDF = "https://arxiv.org/pdf/{}"
+DOI_URL = "https://doi.org/{}"
+
+_SUPERSCRIPT = str.maketrans("0123456789+-=()ni", "⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻⁼⁽⁾ⁿⁱ")
+_SUBSCRIPT = str.maketrans("0123456789+-=()", "₀₁₂₃₄₅₆₇₈₉₊₋₌₍₎")
+_SCRIPT = re.compile(r"([\^_])(?:\{([^{}]*)\}|([0-9A-Za-z]))")
+_MATH = re.compile(r"\$([^$]*)\$")
+_COMMAND_ARG = re.compile(r"\\[A-Za-z]+\s*\{([^{}]*)\}")
+_COMMAND = re.compile(r"\\[A-Za-z]+\s*")
+_PAGE_SPLIT = re.compile(r"\s*(?:--|–|—|-)\s*")
+_RAW_URL = re.compile(r"\burl\s*=\s*[{\"]([^}\"]*)[}\"]", re.IGNORECASE)
+
+
+def _math_to_text(body: str) -> str:
+    def script(m: re.Match) -> str:
+        mark, group, single = m.groups()
+        text = group if group is not None else single
+        table = _SUPERSCRIPT if mark == "^" else _SUBSCRIPT
+        converted = text.translate(table)
+        # keep the TeX form when a character has no Unicode super/subscript
+        if all(c != o or c.isspace() for c, o in zip(converted, text, strict=True)):
+            return converted
+        return f"{mark}{text}"
+
+    body = _COMMAND_ARG.sub(r"\1", body)
+    body = _SCRIPT.sub(script, body)
+    return _COMMAND.sub("", body)
+
+
+def plain_text(value: str | None) -> str:
+    """A bibliographic string for people and reference managers: inline math such as ``$A^2$`` becomes
+    ``A²``, left-over braces and LaTeX commands are dropped, and white space is collapsed."""
+    if not value:
+        return ""
+    if not any(c in value for c in "${}\\"):
+        return " ".join(value.split())
+    value = _MATH.sub(lambda m: _math_to_text(m.group(1)), value)
+    value = value.replace("{", "").replace("}", "")
+    return re.sub(r"\s+", " ", value).strip()
+
+
+@dataclass(frozen=True)
+class Person:
+    family: str
+    given: str
+
+    @property
+    def inverted(self) -> str:
+        """``Family, Given``: the form both Zotero's Highwire and COinS readers split unambiguously."""
+        return f"{self.family}, {self.given}" if self.given else self.family
+
+    @property
+    def display(self) -> str:
+        return f"{self.given} {self.family}".strip()
+
+
+@dataclass(frozen=True)
+class Paper:
+    """The fields of one reference that the pages publish, already in plain text."""
+
+    citekey: str
+    kind: str  # "article", "conference", "book", "chapter", "other"
+    title: str
+    authors: tuple[Person, ...]
+    year: str | None
+    journal: str | None
+    proceedings: str | None  # booktitle of a conference paper or chapter
+    volume: str | None
+    issue: str | None
+    pages: str | None
+    first_page: str | None
+    last_page: str | None
+    publisher: str | None
+    place: str | None
+    series: str | None
+    doi: str | None
+    arxiv_id: str | None
+    url: str | None
+    isbn: str | None
+    issn: str | None
+
+    @property
+    def doi_url(self) -> str | None:
+        return DOI_URL.format(self.doi) if self.doi else None
+
+    @property
+    def arxiv_url(self) -> str | None:
+        return ARXIV_ABS.format(self.arxiv_id) if self.arxiv_id else None
+
+    @property
+    def pdf_url(self) -> str | None:
+        """A PDF anyone can download; only arXiv's is known for certain."""
+        return ARXIV_PDF.format(self.arxiv_id) if self.arxiv_id else None
+
+    @property
+    def venue(self) -> str | None:
+        return self.journal or self.proceedings
+
+
+def split_pages(pages: str | None) -> tuple[str | None, str | None]:
+    if not pages:
+        return None, None
+    parts = [p for p in _PAGE_SPLIT.split(pages.strip()) if p]
+    if not parts:
+        return None, None
+    return parts[0], (parts[1] if len(parts) > 1 else None)
+
+
+def _raw_url(ref: Reference) -> str | None:
+    """The url as written in the entry: LaTeX decoding would turn a ``~`` in a URL into a space."""
+    m = _RAW_URL.search(ref.bibtex or "")
+    if m and m.group(1).strip().startswith(("http://", "https://")):
+        return m.group(1).strip()
+    url = (ref.fields.get("url") or "").strip()
+    return url if url.startswith(("http://", "https://")) and " " not in url else None
+
+
+def _kind(ref: Reference) -> str:
+    t = ref.entry_type.lower()
+    f = ref.fields
+    if t == "article" or (t not in ("inproceedings", "conference", "incollection", "inbook") and f.get("journal")):
+        return "article"
+    if t in ("inproceedings", "conference", "proceedings"):
+        return "conference"
+    if t in ("incollection", "inbook"):
+        return "chapter"
+    if t == "book":
+        return "book"
+    return "conference" if f.get("booktitle") else "other"
+
+
+def paper_from_reference(ref: Reference) -> Paper:
+    f = ref.fields
+
+    def get(name: str) -> str | None:
+        return plain_text(f.get(name)) or None
+
+    first, last = split_pages(f.get("pages"))
+    arxiv = None
+    prefix = (f.get("archiveprefix") or f.get("eprinttype") or "").lower()
+    if f.get("eprint") and prefix == "arxiv":
+        arxiv = f["eprint"].strip()
+    doi = (f.get("doi") or "").strip() or None
+    if doi:
+        doi = re.sub(r"^(?:https?://(?:dx\.)?doi\.org/|doi:)", "", doi, flags=re.IGNORECASE)
+    year = (f.get("year") or "").strip() or None
+    return Paper(
+        citekey=ref.citekey, kind=_kind(ref), title=plain_text(f.get("title")),
+        authors=tuple(Person(plain_text(p.get("family")), plain_text(p.get("given")))
+                      for p in ref.persons.get("author", [])),
+        year=year, journal=get("journal"), proceedings=get("booktitle"), volume=get("volume"), issue=get("number"),
+        pages=get("pages"), first_page=first, last_page=last, publisher=get("publisher"), place=get("address"),
+        series=get("series"), doi=doi, arxiv_id=arxiv, url=_raw_url(ref), isbn=get("isbn"), issn=get("issn"),
+    )
+
+
+def highwire_tags(p: Paper) -> list[tuple[str, str]]:
+    """``(name, content)`` pairs for ``<meta name=... content=...>``, in the order Google Scholar documents."""
+    tags: list[tuple[str, str]] = [("citation_title", p.title)]
+    tags += [("citation_author", a.inverted) for a in p.authors]
+    if p.year:
+        tags.append(("citation_publication_date", p.year))
+    if p.kind == "article" and p.journal:
+        tags.append(("citation_journal_title", p.journal))
+    elif p.kind == "conference" and p.proceedings:
+        tags.append(("citation_conference_title", p.proceedings))
+    elif p.kind == "chapter" and p.proceedings:
+        tags.append(("citation_book_title", p.proceedings))
+    for name, value in (("citation_series_title", p.series), ("citation_volume", p.volume),
+                        ("citation_issue", p.issue), ("citation_firstpage", p.first_page),
+                        ("citation_lastpage", p.last_page), ("citation_publisher", p.publisher),
+                        ("citation_isbn", p.isbn), ("citation_issn", p.issn), ("citation_doi", p.doi),
+                        ("citation_arxiv_id", p.arxiv_id), ("citation_pdf_url", p.pdf_url),
+                        ("citation_public_url", p.url)):
+        if value:
+            tags.append((name, value))
+    return tags
+
+
+def coins(p: Paper) -> str:
+    """The KEV ContextObject for a COinS span's ``title`` (before HTML attribute escaping).
+
+    Journal articles use the journal format; conference papers, books and chapters the book format with
+    ``rft.genre`` ``proceeding``, ``book`` or ``bookitem``, which is how Zotero tells them apart."""
+    pairs: list[tuple[str, str]] = [("ctx_ver", "Z39.88-2004")]
+    if p.kind == "article":
+        pairs += [("rft_val_fmt", "info:ofi/fmt:kev:mtx:journal"), ("rft.genre", "article"),
+                  ("rft.atitle", p.title)]
+        if p.journal:
+            pairs.append(("rft.jtitle", p.journal))
+    else:
+        genre = {"conference": "proceeding", "book": "book", "chapter": "bookitem"}.get(p.kind, "document")
+        pairs += [("rft_val_fmt", "info:ofi/fmt:kev:mtx:book"), ("rft.genre", genre)]
+        if p.kind == "book":
+            pairs.append(("rft.btitle", p.title))
+        else:
+            pairs.append(("rft.atitle", p.title))
+            if p.proceedings:
+                pairs.append(("rft.btitle", p.proceedings))
+    pairs += [("rft.au", a.inverted) for a in p.authors]
+    for key, value in (("rft.date", p.year), ("rft.volume", p.volume), ("rft.issue", p.issue)):
+        if value:
+            pairs.append((key, value))
+    if p.first_page and p.last_page:
+        pairs += [("rft.spage", p.first_page), ("rft.epage", p.last_page)]
+    elif p.pages:
+        pairs.append(("rft.pages", p.pages))
+    for key, value in (("rft.pub", p.publisher), ("rft.place", p.place), ("rft.series", p.series),
+                       ("rft.isbn", p.isbn), ("rft.issn", p.issn)):
+        if value:
+            pairs.append((key, value))
+    if p.doi:
+        pairs.append(("rft_id", f"info:doi/{p.doi}"))
+    if p.arxiv_id:
+        pairs.append(("rft_id", f"info:arxiv/{p.arxiv_id}"))
+    if p.url:
+        pairs.append(("rft_id", p.url))
+    return "&".join(f"{k}={quote(v, safe='')}" for k, v in pairs)
+
+
+def author_list(p: Paper) -> str:
+    """``A, B and C`` in display order."""
+    names = [a.display for a in p.authors]
+    if len(names) <= 2:
+        return " and ".join(names)
+    return ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def short_authors(p: Paper) -> str:
+    if not p.authors:
+        return ""
+    if len(p.authors) == 1:
+        return p.authors[0].family
+    if len(p.authors) == 2:
+        return f"{p.authors[0].family} and {p.authors[1].family}"
+    return f"{p.authors[0].family} et al."
