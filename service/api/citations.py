@@ -1,5 +1,306 @@
-"""Routes for citations (being written)."""
+"""Citations and exports: one technique's paper, any filtered set, or the whole library, as BibTeX,
+BibLaTeX, RIS, CSL-JSON or formatted references (content negotiation as doi.org does it), plus Markdown
+literature notes for Obsidian."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+import json
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy import select
+from sqlmodel import Session
+
+from ..catalog import query
+from ..citations import bibtex, csl, formatted, markdown, negotiation, ris
+from ..citations.bibtex import Work
+from ..errors import ERROR_SCHEMA, ApiError
+from ..models import Reference, Technique
+from .deps import SessionDep, conditional
+from .techniques import SLUG, FiltersDep
+
+router = APIRouter(tags=["citations"])
+
+EXPORT_BASENAME = "attention-atlas"
+
+# --- query parameters ----------------------------------------------------------------------------
+
+FormatQ = Annotated[str | None, Query(
+    alias="format", description="output format, overriding the Accept header: " + ", ".join(
+        f"`{f.name}` ({f.description})" for f in negotiation.FORMATS.values()), examples=["bibtex"])]
+StyleQ = Annotated[str | None, Query(
+    max_length=64, description="citation style for formatted references (text, html): "
+    + ", ".join(formatted.STYLES) + "; default apa. Overrides a style parameter in Accept.",
+    examples=["ieee"])]
+LocaleQ = Annotated[str | None, Query(
+    max_length=16, description="locale for formatted references (terms, quotes, dates), e.g. en-US, en-GB, "
+    "de-DE, fr-FR; default: the style's own locale, else en-US. Overrides a locale parameter in Accept.",
+    examples=["en-GB"])]
+UnicodeQ = Annotated[bool, Query(description="BibTeX/BibLaTeX: write UTF-8 letters instead of LaTeX accent "
+                                             "commands (protective braces are kept either way)")]
+
+# --- examples for the OpenAPI document ------------------------------------------------------------
+
+_BIB_EXAMPLE = """@inproceedings{wooCBAMConvolutionalBlock2018,
+  title         = {{CBAM}: Convolutional Block Attention Module},
+  author        = {Woo, Sanghyun and Park, Jongchan and Lee, Joon-Young and Kweon, In So},
+  booktitle     = {Proceedings of the European Conference on Computer Vision ({ECCV})},
+  pages         = {3--19},
+  month         = sep,
+  year          = {2018},
+  eprint        = {1807.06521},
+  archivePrefix = {arXiv},
+  url           = {https://openaccess.thecvf.com/content_ECCV_2018/html/Sanghyun_Woo_Convolutional_Block_Attention_ECCV_2018_paper.html}
+}
+"""
+_BIBLATEX_EXAMPLE = """@inproceedings{wooCBAMConvolutionalBlock2018,
+  title       = {{CBAM}: Convolutional Block Attention Module},
+  author      = {Woo, Sanghyun and Park, Jongchan and Lee, Joon-Young and Kweon, In So},
+  booktitle   = {Proceedings of the European Conference on Computer Vision ({ECCV})},
+  pages       = {3--19},
+  date        = {2018-09},
+  eprint      = {1807.06521},
+  eprinttype  = {arxiv}
+}
+"""
+_RIS_EXAMPLE = ("TY  - CONF\r\nTI  - CBAM: Convolutional Block Attention Module\r\nAU  - Woo, Sanghyun\r\n"
+                "AU  - Park, Jongchan\r\nT2  - Proceedings of the European Conference on Computer Vision (ECCV)\r\n"
+                "SP  - 3\r\nEP  - 19\r\nPY  - 2018\r\nDA  - 2018/09//\r\nER  - \r\n")
+_CSL_EXAMPLE = [{"id": "wooCBAMConvolutionalBlock2018", "type": "paper-conference",
+                 "title": "CBAM: Convolutional Block Attention Module",
+                 "author": [{"family": "Woo", "given": "Sanghyun"}, {"family": "Park", "given": "Jongchan"}],
+                 "container-title": "Proceedings of the European Conference on Computer Vision (ECCV)",
+                 "page": "3-19", "issued": {"date-parts": [[2018, 9]]}}]
+_TEXT_EXAMPLE = ("Woo, S., Park, J., Lee, J.-Y., & Kweon, I. S. (2018). CBAM: Convolutional Block Attention Module. "
+                 "Proceedings of the European Conference on Computer Vision (ECCV), 3–19. https://openaccess.thecvf.com/"
+                 "content_ECCV_2018/html/Sanghyun_Woo_Convolutional_Block_Attention_ECCV_2018_paper.html\n")
+_HTML_EXAMPLE = ('<div class="csl-bib-body">\n  <div class="csl-entry">Woo, S., Park, J., Lee, J.-Y., &amp; Kweon, '
+                 'I. S. (2018). CBAM: Convolutional Block Attention Module. <i>Proceedings of the European Conference '
+                 'on Computer Vision (ECCV)</i>, 3–19.</div>\n</div>\n')
+_NEGOTIATED = {
+    200: {"description": "The citation in the negotiated format", "content": {
+        "application/x-bibtex": {"example": _BIB_EXAMPLE},
+        "application/x-biblatex": {"example": _BIBLATEX_EXAMPLE},
+        "application/x-research-info-systems": {"example": _RIS_EXAMPLE},
+        csl.MEDIA_TYPE: {"example": _CSL_EXAMPLE},
+        "text/x-bibliography": {"example": _TEXT_EXAMPLE},
+        "text/html": {"example": _HTML_EXAMPLE},
+    }},
+    304: {"description": "Not modified (If-None-Match matched the ETag)"},
+    400: ERROR_SCHEMA, 404: ERROR_SCHEMA, 406: ERROR_SCHEMA, 422: ERROR_SCHEMA,
+}
+_NOTE_EXAMPLE = """---
+title: Convolutional Block Attention Module
+citekey: wooCBAMConvolutionalBlock2018
+authors: [Sanghyun Woo, Jongchan Park, Joon-Young Lee, In So Kweon]
+year: 2018
+zotero: zotero://select/items/@wooCBAMConvolutionalBlock2018
+---
+
+# Convolutional Block Attention Module
+
+## Formula
+
+$$
+M_c(F) = \\sigma(\\mathrm{MLP}(\\mathrm{AvgPool}(F)) + \\mathrm{MLP}(\\mathrm{MaxPool}(F)))
+$$
+
+## Related techniques
+
+- [[squeeze-and-excitation|Squeeze-and-Excitation]]
+"""
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+def _library_keys(session: Session) -> dict[str, str]:
+    """Export keys for every reference (computed over the whole library so they never collide)."""
+    return bibtex.assign_keys(session.execute(select(Reference)).scalars().all())
+
+
+def _works(session: Session, citekeys: set[str] | None) -> list[Work]:
+    """Works for the given citekeys (None: all references), ordered by export key."""
+    refs = list(session.execute(select(Reference)).scalars())
+    keys = bibtex.assign_keys(refs)
+    chosen = [r for r in refs if citekeys is None or r.citekey in citekeys]
+    return sorted((bibtex.work_from(r, keys[r.citekey]) for r in chosen), key=lambda w: w.key.lower())
+
+
+def _choose(request: Request, fmt: str | None, style: str | None, locale: str | None
+            ) -> tuple[negotiation.Format, str, str | None]:
+    """Pick the format (format= over Accept), style and locale; every value is checked."""
+    accept = request.headers.get("accept")
+    try:
+        choice = negotiation.negotiate(accept, fmt)
+    except KeyError:
+        raise ApiError(400, f"unknown format '{fmt}'; use one of {', '.join(negotiation.FORMATS)}",
+                       details={"parameter": "format", "allowed": list(negotiation.FORMATS),
+                                "aliases": negotiation.FORMAT_ALIASES}) from None
+    except negotiation.NotAcceptable:
+        raise ApiError(406, f"none of the media types in Accept '{accept}' can be produced; send one of "
+                            f"{', '.join(list(negotiation.MEDIA_TYPES)[:6])} or use the format parameter",
+                       details=negotiation.supported()) from None
+
+    def bad(kind: str, value: str, allowed: list[str], from_accept: bool) -> ApiError:
+        if from_accept:
+            return ApiError(406, f"the {kind} '{value}' asked for in Accept is not available; use one of "
+                                 f"{', '.join(allowed[:12])}{' ...' if len(allowed) > 12 else ''}",
+                            details={**negotiation.supported(), f"{kind}s": allowed})
+        return ApiError(400, f"unknown {kind} '{value}'; use one of {', '.join(allowed[:12])}"
+                             f"{' ...' if len(allowed) > 12 else ''}",
+                        details={"parameter": kind, "allowed": allowed})
+
+    style_value = style if style is not None else choice.style
+    try:
+        style_name = formatted.resolve_style(style_value)
+    except formatted.UnknownStyle:
+        raise bad("style", style_value or "", formatted.style_names() + sorted(formatted.ALIASES),
+                  style is None) from None
+    locale_value = locale if locale is not None else choice.locale
+    locale_name = None
+    if locale_value:
+        try:
+            locale_name = formatted.resolve_locale(locale_value)
+        except formatted.UnknownLocale:
+            raise bad("locale", locale_value, formatted.locale_names(), locale is None) from None
+    return choice.format, style_name, locale_name
+
+
+def _body(fmt: negotiation.Format, works: list[Work], style: str, locale: str | None, unicode: bool,
+          preamble: str | None) -> bytes:
+    if fmt.name in ("bibtex", "biblatex"):
+        text = bibtex.write(works, biblatex=fmt.name == "biblatex", unicode=unicode, preamble=preamble)
+    elif fmt.name == "ris":
+        text = ris.write(works)
+    elif fmt.name == "csl-json":
+        return json.dumps(csl.to_csl_items(works), ensure_ascii=False, indent=2).encode() + b"\n"
+    else:
+        text = formatted.bibliography(csl.to_csl_items(works), style, locale, "html" if fmt.name == "html" else "text")
+    return text.encode("utf-8")
+
+
+def _respond(request: Request, fmt: negotiation.Format, body: bytes, basename: str,
+             last_modified: datetime | None) -> Response:
+    disposition = "inline" if fmt.name in ("text", "html") else "attachment"
+    headers = {"Content-Disposition": f'{disposition}; filename="{basename}.{fmt.extension}"', "Vary": "Accept"}
+    media = fmt.media_type if fmt.name == "csl-json" else f"{fmt.media_type}; charset=utf-8"
+    return conditional(request, body, media, last_modified, headers=headers)
+
+
+def _matching(session: Session, flt: query.Filters) -> list[Technique]:
+    return query.list_techniques(session, flt, "slug", 1_000_000, None).items
+
+
+def _is_whole_library(flt: query.Filters) -> bool:
+    return flt == query.Filters()
+
+
+def _newest(*stamps: datetime | None) -> datetime | None:
+    present = [query.aware(s) for s in stamps if s is not None]
+    return max(present) if present else None
+
+
+# --- routes --------------------------------------------------------------------------------------
+
+@router.get("/techniques/{slug}/citation", summary="Citation of a technique's original paper",
+            response_class=Response, responses=_NEGOTIATED)
+def technique_citation(request: Request, session: SessionDep, slug: Annotated[str, SLUG],
+                       fmt: FormatQ = None, style: StyleQ = None, locale: LocaleQ = None,
+                       unicode: UnicodeQ = False) -> Response:
+    """The original paper of one technique, negotiated like doi.org: `Accept: application/x-bibtex`,
+    `application/x-biblatex`, `application/x-research-info-systems`, `application/vnd.citationstyles.csl+json`,
+    `text/x-bibliography; style=apa; locale=en-US` or `text/html`; `format=` overrides the header. No Accept
+    (or `*/*`) gives BibTeX. Anything else is answered with 406 and the list of what is available."""
+    fmt_, style_name, locale_name = _choose(request, fmt, style, locale)
+    t = query.get_technique(session, slug)
+    ref = session.get(Reference, t.citekey)
+    if ref is None:
+        raise ApiError(404, f"the technique '{slug}' cites '{t.citekey}', which is not in the library",
+                       details={"citekey": t.citekey})
+    works = _works(session, {t.citekey})
+    body = _body(fmt_, works, style_name, locale_name, unicode, None)
+    return _respond(request, fmt_, body, works[0].key, _newest(t.updated_at, ref.updated_at))
+
+
+@router.get("/export", summary="Export the library or a filtered set of papers",
+            response_class=Response, responses=_NEGOTIATED)
+def export(request: Request, session: SessionDep, flt: FiltersDep, fmt: FormatQ = None, style: StyleQ = None,
+           locale: LocaleQ = None, unicode: UnicodeQ = False,
+           include_survey: Annotated[bool, Query(description="also include the survey the catalogue follows "
+                                                             "(Hassanin et al.)")] = True) -> Response:
+    """The original papers of every technique matching the filters (the same filters as `GET /techniques`;
+    without filters: every reference in the library), with the same formats and negotiation as
+    `/techniques/{slug}/citation`. Keys are Better BibTeX keys, unique across the library."""
+    fmt_, style_name, locale_name = _choose(request, fmt, style, locale)
+    survey = query.survey_citekey(session)
+    if _is_whole_library(flt):
+        citekeys: set[str] | None = None
+        if not include_survey and survey:
+            citekeys = set(session.execute(select(Reference.citekey)).scalars()) - {survey}
+    else:
+        citekeys = {t.citekey for t in _matching(session, flt)}
+        if include_survey and survey:
+            citekeys.add(survey)
+    works = _works(session, citekeys)
+    preamble = None
+    if fmt_.name in ("bibtex", "biblatex"):
+        preamble = f"Attention Atlas: {len(works)} reference(s)."
+    body = _body(fmt_, works, style_name, locale_name, unicode, preamble)
+    return _respond(request, fmt_, body, EXPORT_BASENAME, query.catalog_last_modified(session))
+
+
+def _note_contexts(request: Request, session: Session, techniques: list[Technique]) -> list[markdown.NoteContext]:
+    slugs = [t.slug for t in techniques]
+    rel = query.load_related(session, slugs)
+    names = dict(session.execute(select(Technique.slug, Technique.name)).all())
+    keys = _library_keys(session)
+    base = str(request.base_url).rstrip("/")
+    out = []
+    for t in techniques:
+        ref = rel.references.get(t.citekey)
+        work = bibtex.work_from(ref, keys.get(ref.citekey)) if ref else None
+        cat, sub = rel.categories.get(t.category_id), rel.categories.get(t.subcategory_id)
+        out.append(markdown.NoteContext(
+            technique=t, work=work, category_name=cat.name if cat else t.category_id,
+            subcategory_name=sub.name if sub else t.subcategory_id, applications=rel.applications.get(t.slug, []),
+            related=[(s, names.get(s, s)) for s in rel.related.get(t.slug, [])], source_url=f"{base}/t/{t.slug}"))
+    return out
+
+
+@router.get("/techniques/{slug}/note.md", summary="Markdown literature note for Obsidian",
+            response_class=Response,
+            responses={200: {"description": "The note", "content": {"text/markdown": {"example": _NOTE_EXAMPLE}}},
+                       304: {"description": "Not modified"}, 404: ERROR_SCHEMA})
+def technique_note(request: Request, session: SessionDep, slug: Annotated[str, SLUG]) -> Response:
+    """A literature note: YAML front matter (title, citekey, authors, year, venue, category, tags, a
+    `zotero://select/items/@citekey` link, DOI and arXiv links), then summary, formula (`$$` display math),
+    strengths, limitations, applications and related techniques as `[[wikilinks]]` (notes are named
+    `<slug>.md`, as in `/export/notes.zip`)."""
+    t = query.get_technique(session, slug)
+    ctx = _note_contexts(request, session, [t])[0]
+    body = markdown.note(ctx).encode("utf-8")
+    ref = session.get(Reference, t.citekey)
+    return conditional(request, body, "text/markdown; charset=utf-8",
+                       _newest(t.updated_at, ref.updated_at if ref else None),
+                       headers={"Content-Disposition": f'inline; filename="{t.slug}.md"'})
+
+
+@router.get("/export/notes.zip", summary="Zip of Markdown notes for a filtered set",
+            response_class=Response,
+            responses={200: {"description": "A zip with one `<slug>.md` note per technique and an index note, "
+                                            "in the folder `attention-atlas/`",
+                             "content": {"application/zip": {"schema": {"type": "string", "format": "binary"},
+                                                             "example": "PK\u0003\u0004..."}}},
+                       304: {"description": "Not modified"}, 400: ERROR_SCHEMA, 422: ERROR_SCHEMA})
+def export_notes(request: Request, session: SessionDep, flt: FiltersDep) -> Response:
+    """Notes for every technique matching the filters (same filters as `GET /techniques`), ready to unzip
+    into an Obsidian vault: the `[[wikilinks]]` between them resolve, and `Attention Atlas.md` lists them
+    by category."""
+    techniques = _matching(session, flt)
+    contexts = _note_contexts(request, session, techniques)
+    notes = {f"{c.technique.slug}.md": markdown.note(c) for c in contexts}
+    index = markdown.index_note([(c.technique.slug, c.technique.name, c.category_name) for c in contexts])
+    body = markdown.notes_zip(notes, index)
+    return conditional(request, body, "application/zip", query.catalog_last_modified(session),
+                       headers={"Content-Disposition": f'attachment; filename="{EXPORT_BASENAME}-notes.zip"'})
