@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -92,6 +93,32 @@ def _flops(mech: Mechanism, shapes: tuple, params: tuple, need_weights: bool) ->
 def flops(mech: Mechanism, shapes: dict[str, tuple[int, ...]], params: dict[str, Any], need_weights: bool) -> int | None:
     """Floating-point operations of one forward pass, counted on the meta device (no real compute), cached."""
     return _flops(mech, tuple(sorted((k, tuple(v)) for k, v in shapes.items())), _freeze(params), need_weights)
+
+
+class ModuleCache:
+    """Built modules keyed by (technique, input shapes, hyper-parameters, seed, dtype, device): the same
+    request builds its weights once. Modules run in eval/inference mode and hold no per-call state, so
+    concurrent runs may share one. Runs with client weights never use the cache."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict[tuple, torch.nn.Module] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+        if self.size <= 0:
+            return build()
+        with self._lock:
+            module = self._items.get(key)
+            if module is not None:
+                self._items.move_to_end(key)
+                return module
+        module = build()
+        with self._lock:
+            self._items[key] = module
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return module
 
 
 class Stopwatch:

@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     run_workers: int = Field(default=2, description="threads executing mechanisms")
     run_queue: int = Field(default=8, description="runs waiting for a worker before 503")
     run_timeout_s: float = Field(default=60.0, description="wall time of one run")
+    module_cache_size: int = Field(default=16, description="built modules kept for repeated runs (0: none)")
     torch_threads: int = Field(default=0, description="intra-op threads per run; 0 = torch default")
 
     # write API

@@ -17,7 +17,7 @@ from .. import tensors
 from ..errors import ERROR_SCHEMA, ApiError
 from ..mechanisms import registry, runtime
 from ..mechanisms.base import Mechanism, MechanismInputError
-from ..runner import RunPool, Stopwatch, flops
+from ..runner import ModuleCache, RunPool, Stopwatch, flops
 from .deps import SessionDep, conditional_json
 
 router = APIRouter(tags=["run"])
@@ -135,14 +135,23 @@ def _prepare(mech: Mechanism, inputs: dict[str, torch.Tensor], params: dict[str,
 
 
 def _execute(mech: Mechanism, inputs: dict[str, torch.Tensor], params: dict[str, Any], opts: RunOptions,
-             weights: dict[str, torch.Tensor] | None) -> dict[str, Any]:
-    """Build, load weights, run; called in a worker thread."""
+             weights: dict[str, torch.Tensor] | None, cache: ModuleCache | None = None) -> dict[str, Any]:
+    """Build (or reuse), load weights, run; called in a worker thread."""
     dtype = tensors.DTYPES[opts.dtype]
     device = torch.device(opts.device)
     shapes = {k: tuple(v.shape) for k, v in inputs.items()}
-    module = runtime.build_module(mech, shapes, params, opts.seed, dtype=dtype, device=device)
-    if weights is not None:
-        runtime.load_weights(module, weights)
+
+    def build():
+        return runtime.build_module(mech, shapes, params, opts.seed, dtype=dtype, device=device)
+
+    if weights is not None or cache is None:
+        module = build()
+        if weights is not None:
+            runtime.load_weights(module, weights)
+    else:
+        key = (mech.slug, tuple(sorted(shapes.items())), tuple(sorted(params.items())), opts.seed, opts.dtype,
+               opts.device)
+        module = cache.get(key, build)
     moved = {k: v.to(device=device, dtype=dtype) for k, v in inputs.items()}
     watch = Stopwatch()
     try:
@@ -308,7 +317,8 @@ async def run_technique(
         _check_finite(inputs, opts.allow_nonfinite)
         params = _prepare(mech, inputs, opts.hyperparameters)
         submitted = True  # from here the pool releases the slot when the work ends
-        result = await pool.run(lambda: _safe_execute(mech, inputs, params, opts, weights), reserved=True)
+        cache = request.app.state.module_cache
+        result = await pool.run(lambda: _safe_execute(mech, inputs, params, opts, weights, cache), reserved=True)
     finally:
         if not submitted:
             pool.release()
@@ -318,9 +328,9 @@ async def run_technique(
     return _respond(request, meta, result["outputs"])
 
 
-def _safe_execute(mech, inputs, params, opts, weights):
+def _safe_execute(mech, inputs, params, opts, weights, cache=None):
     try:
-        return _execute(mech, inputs, params, opts, weights)
+        return _execute(mech, inputs, params, opts, weights, cache)
     except MechanismInputError as exc:
         raise _input_error(exc) from None
 
@@ -369,7 +379,8 @@ async def run_batch(request: Request) -> Response:
     opts = RunOptions(**req.model_dump(exclude={"techniques", "inputs", "hyperparameters"}))
 
     def run_all() -> list[tuple[str, dict, dict]]:
-        return [(slug, params, _safe_execute(mech, inputs, params, opts, None)) for slug, mech, params in plan]
+        cache = request.app.state.module_cache
+        return [(slug, params, _safe_execute(mech, inputs, params, opts, None, cache)) for slug, mech, params in plan]
 
     pool: RunPool = request.app.state.run_pool
     results = {}

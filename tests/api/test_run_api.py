@@ -257,3 +257,17 @@ def test_slow_run_times_out_with_504(tmp_path):
         x = torch.randn(8, 64, 32, 32)
         _err(c.post(f"/techniques/{SE}/run", content=st_save({"x": x}),
                     headers={"Content-Type": "application/vnd.safetensors"}), 504, "limit")
+
+
+def test_module_cache_never_mixes_client_weights_with_seeded_ones(run_client):
+    x = torch.randn(1, 8, 3, 3)
+    base = {"inputs": {"x": _jt(x)}, "hyperparameters": {"reduction": 2}, "seed": 11}
+    seeded = run_client.post(f"/techniques/{SE}/run", json=base).json()["outputs"]["output"]
+    zeros = {k: {"shape": s, "data": [0.0] * int(np.prod(s))} for k, s in
+             {"fc1.weight": [4, 8], "fc1.bias": [4], "fc2.weight": [8, 4], "fc2.bias": [8]}.items()}
+    gated = run_client.post(f"/techniques/{SE}/run", json={**base, "weights": zeros}).json()["outputs"]["output"]
+    torch.testing.assert_close(torch.tensor(gated["data"]), x * 0.5)  # zero weights: sigmoid(0) = 0.5 everywhere
+    again = run_client.post(f"/techniques/{SE}/run", json=base).json()["outputs"]["output"]
+    assert again == seeded
+    other_seed = run_client.post(f"/techniques/{SE}/run", json={**base, "seed": 12}).json()["outputs"]["output"]
+    assert other_seed != seeded
