@@ -94,8 +94,11 @@ def _fts_rank(session: Session, q: str):
                                        .scalar_subquery(), ""))
     weighted = func.setweight(func.to_tsvector("english", Technique.name), literal_column("'A'")).op("||")(
         func.setweight(func.to_tsvector("english", func.replace(doc, "-", " ")), literal_column("'B'")))
-    query = func.websearch_to_tsquery("english", q)
-    return (select(Technique.slug.label("slug"), (-func.ts_rank(weighted, query)).label("rank"))
+    # the document is indexed with hyphens as spaces; do the same inside words of the query ("-x" stays NOT x)
+    query = func.websearch_to_tsquery("english", re.sub(r"(?<=\w)-(?=\w)", " ", q))
+    # ts_rank is float4; as float8 the rank survives the JSON round trip of a cursor exactly
+    rank = cast(-func.ts_rank(weighted, query), Float(precision=53))
+    return (select(Technique.slug.label("slug"), rank.label("rank"))
             .where(weighted.op("@@")(query)).subquery("fts"))
 
 
