@@ -28,7 +28,7 @@ from ..catalog.sync import refresh_search_index
 from ..citations.importers import parse_bibtex_upload, parse_ris_upload, plan_import
 from ..errors import ERROR_SCHEMA, ApiError
 from ..models import Application, Meta, Reference, Technique, TechniqueApplication, utcnow
-from .deps import SettingsDep, etag_for, json_bytes
+from .deps import SettingsDep, etag_for, json_bytes, read_body
 from .techniques import SLUG
 
 log = logging.getLogger("service.write")
@@ -65,25 +65,6 @@ PY  - 1998
 DO  - 10.1109/34.730558
 ER  - 
 """
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 before reading when Content-Length says it is too large (and while
-    reading when a body without Content-Length grows past the limit)."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.strip().isdigit():
-            raise ApiError(400, "Content-Length is not a number")
-        if int(declared) > limit:
-            raise ApiError(413, f"the body is {declared} bytes; the limit is {limit} bytes",
-                           details={"limit": limit})
-    size, chunks = 0, []
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"the body exceeds the limit of {limit} bytes", details={"limit": limit})
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _media_type(request: Request) -> str:
@@ -142,7 +123,7 @@ async def import_references(
         raise ApiError(415, f"Content-Type {media or '(none)'!r} is not supported; send one of "
                             f"{', '.join(BIBTEX_TYPES + RIS_TYPES)}",
                        details={"supported": list(BIBTEX_TYPES + RIS_TYPES)})
-    text = _text(await _read_body(request, settings.max_import_bytes))
+    text = _text(await read_body(request, settings.max_import_bytes))
     return await run_in_threadpool(_import, request, text, media in RIS_TYPES, on_conflict, dry_run, key.name)
 
 
@@ -285,7 +266,7 @@ async def patch_technique(request: Request, settings: SettingsDep, key: WriteKey
     if media not in PATCH_TYPES:
         raise ApiError(415, f"Content-Type {media or '(none)'!r} is not supported; send {' or '.join(PATCH_TYPES)}",
                        details={"supported": list(PATCH_TYPES)})
-    body = await _read_body(request, settings.max_json_body_bytes)
+    body = await read_body(request, settings.max_json_body_bytes)
     try:
         patch = json.loads(_text(body))
     except json.JSONDecodeError as exc:

@@ -85,3 +85,20 @@ def json_bytes(payload: Any) -> bytes:
 
 def conditional_json(request: Request, payload: Any, last_modified: datetime | None = None) -> Response:
     return conditional(request, json_bytes(payload), "application/json", last_modified)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` (never read whole)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.strip().isdigit():
+            raise ApiError(400, "Content-Length is not a number")
+        if int(declared) > limit:
+            raise ApiError(413, f"the body is {declared} bytes; the limit is {limit}", details={"limit": limit})
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"the body exceeds the limit of {limit} bytes", details={"limit": limit})
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -18,7 +18,7 @@ from ..errors import ERROR_SCHEMA, ApiError
 from ..mechanisms import registry, runtime
 from ..mechanisms.base import Mechanism, MechanismInputError
 from ..runner import ModuleCache, RunPool, Stopwatch, flops
-from .deps import SessionDep, conditional_json
+from .deps import SessionDep, conditional_json, read_body
 
 router = APIRouter(tags=["run"])
 
@@ -67,23 +67,6 @@ def _limits(request: Request) -> tensors.Limits:
 def _input_error(exc: tensors.TensorError | MechanismInputError) -> ApiError:
     status = getattr(exc, "status", 422 if isinstance(exc, MechanismInputError) else 400)
     return ApiError(status, str(exc), details={"field": exc.field, "expected": exc.expected})
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed ``limit`` (never read whole)."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise ApiError(400, "Content-Length is not a number")
-        if int(declared) > limit:
-            raise ApiError(413, f"the body is {declared} bytes; the limit is {limit}", details={"limit": limit})
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"the body exceeds the limit of {limit} bytes", details={"limit": limit})
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _options_from_query(request: Request) -> RunOptions:
