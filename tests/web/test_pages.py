@@ -105,7 +105,11 @@ def test_index_pages_have_no_gaps_or_repeats(web):
     ({"limit": "0"}, "limit=0"),
     ({"limit": "100000"}, "limit=100000"),
 ])
-def test_index_reports_bad_parameters_as_a_page(web, params, fragment):
+def test_index_reports_bad_parameters_as_a_page(web, backend, params, fragment):
+    if backend == "postgresql" and "q" in params:
+        # PostgreSQL's websearch syntax accepts any text, so there is no search error to report
+        assert web.get("/", params=params).status_code == 200
+        return
     r = web.get("/", params=params)
     assert r.status_code == 400 and r.headers["content-type"] == HTML
     doc = parse(r.text)
