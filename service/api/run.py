@@ -105,7 +105,8 @@ def _check_finite(inputs: dict[str, torch.Tensor], allow: bool) -> None:
     if allow:
         return
     for name, t in inputs.items():
-        if not torch.isfinite(t).all():
+        # min and max propagate NaN and carry +-inf: one reduction instead of a boolean mask of every element
+        if t.numel() and not torch.isfinite(torch.stack(torch.aminmax(t))).all():
             raise ApiError(422, f"input '{name}' holds NaN or infinite values; clean it or pass allow_nonfinite=true",
                            details={"field": f"inputs.{name}"})
 
