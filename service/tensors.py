@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
@@ -106,16 +107,25 @@ def tensors_from_json(obj: Any, limits: Limits, where: str = "inputs", already: 
 
 
 def tensor_to_json(t: torch.Tensor) -> dict[str, Any]:
+    """``{"shape", "dtype", "data"}`` with ``data`` as a NumPy array: :func:`json_response_bytes` writes it as
+    nested lists (bfloat16 and float16 widened to float32; non-finite values become null, as JSON has none)."""
     t = t.detach().cpu()
     dtype = str(t.dtype).removeprefix("torch.")
-    if t.is_floating_point():
-        values = t.to(torch.float64 if t.dtype == torch.float64 else torch.float32).numpy()
-        finite = np.isfinite(values)
-        # JSON has no NaN or infinity: non-finite values travel as null
-        data = values.tolist() if finite.all() else np.where(finite, values, None).tolist()
-    else:
-        data = t.numpy().tolist()
-    return {"shape": list(t.shape), "dtype": dtype, "data": data}
+    if t.is_floating_point() and t.dtype not in (torch.float32, torch.float64):
+        t = t.to(torch.float32)
+    return {"shape": list(t.shape), "dtype": dtype, "data": t.contiguous().numpy()}
+
+
+def json_response_bytes(payload: Any) -> bytes:
+    return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def loads(body: bytes) -> Any:
+    """Parse a JSON body: the fast parser first, the standard one for what only it accepts (NaN, Infinity)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)
 
 
 # ---------------------------------------------------------------- safetensors

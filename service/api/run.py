@@ -9,7 +9,6 @@ from typing import Annotated, Any, Literal
 
 import torch
 from fastapi import APIRouter, Path, Query, Request, Response
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request as StarletteRequest
 
@@ -176,7 +175,9 @@ def _respond(request: Request, meta: dict, outputs: dict[str, torch.Tensor]) -> 
     accept = request.headers.get("accept", "*/*")
     if not any(t in accept for t in ("application/json", "*/*", "application/*")):
         raise ApiError(406, f"cannot answer with {accept}", details={"supported": ["application/json", SAFETENSORS]})
-    return JSONResponse({**meta, "outputs": {k: tensors.tensor_to_json(v) for k, v in outputs.items()}})
+    return Response(tensors.json_response_bytes({**meta, "outputs": {k: tensors.tensor_to_json(v)
+                                                                     for k, v in outputs.items()}}),
+                    media_type="application/json")
 
 
 async def _decode_request(request: Request, slug: str) -> tuple[RunOptions, dict[str, torch.Tensor],
@@ -188,7 +189,7 @@ async def _decode_request(request: Request, slug: str) -> tuple[RunOptions, dict
         if ctype == "application/json" or ctype == "":
             body = await read_body(request, settings.max_json_body_bytes)
             try:
-                raw = json.loads(body)
+                raw = tensors.loads(body)
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise ApiError(400, f"the body is not valid JSON: {exc}") from None
             req = _validate(RunRequest, raw)
@@ -334,7 +335,7 @@ async def run_batch(request: Request) -> Response:
     settings = request.app.state.settings
     body = await read_body(request, settings.max_json_body_bytes)
     try:
-        raw = json.loads(body)
+        raw = tensors.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(400, f"the body is not valid JSON: {exc}") from None
     req = _validate(BatchRequest, raw)
@@ -372,7 +373,8 @@ async def run_batch(request: Request) -> Response:
         meta = _meta(slug, result, params, opts, 0.0)
         results[slug] = {**meta, "outputs": {k: tensors.tensor_to_json(v) for k, v in result["outputs"].items()}}
         request.app.state.metrics.observe_run(slug, meta["time_ms"]["forward"] / 1000.0)
-    return JSONResponse({"results": results, "time_ms": watch.ms()})
+    return Response(tensors.json_response_bytes({"results": results, "time_ms": watch.ms()}),
+                    media_type="application/json")
 
 
 def implementation_spec(mech: Mechanism, base_url: str = "") -> dict[str, Any]:
