@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import threading
+from functools import lru_cache
 from collections.abc import Mapping
 from typing import Any
 
@@ -57,12 +58,17 @@ def load_weights(module: nn.Module, weights: Mapping[str, torch.Tensor]) -> None
                                 for k, v in weights.items()}, strict=True)
 
 
+@lru_cache(maxsize=None)
+def _takes_need_weights(cls: type) -> bool:
+    return "need_weights" in inspect.signature(cls.forward).parameters
+
+
 def forward(mech: Mechanism, module: nn.Module, inputs: Mapping[str, torch.Tensor], seed: int = 0,
             need_weights: bool = True) -> dict[str, torch.Tensor]:
     """Run the module. With ``need_weights=False`` a module whose forward accepts ``need_weights``
     may take a fused path (e.g. scaled_dot_product_attention) and leave attention outputs out."""
     kwargs: dict[str, Any] = dict(inputs)
-    if not need_weights and "need_weights" in inspect.signature(module.forward).parameters:
+    if not need_weights and _takes_need_weights(type(module)):
         kwargs["need_weights"] = False
     if mech.stochastic:
         device = next(iter(inputs.values())).device
