@@ -92,7 +92,7 @@ def bench_api(base: str, repeat: int) -> list[dict]:
             query = {"seed": 0, "return_attention": "false", "hyperparameters": json.dumps(params)}
             headers = {"Content-Type": "application/vnd.safetensors", "Accept": "application/vnd.safetensors"}
 
-            def call():
+            def call(url=url, query=query, headers=headers):
                 r = client.post(url, params=query, content=body, headers=headers)
                 r.raise_for_status()
                 return r
@@ -185,10 +185,9 @@ def bench_vs_timm(repeat: int) -> list[dict]:
         except Exception as exc:  # noqa: BLE001
             rows.append({"technique": make.__name__, "error": str(exc)[:80]})
             continue
-        mech = registry.get(slug)
         with torch.inference_mode():
             kwargs = {"need_weights": False} if runtime._takes_need_weights(type(ours)) else {}
-            t_ours, t_theirs = paired(lambda: ours(x, **kwargs), lambda: theirs(x), repeat)
+            t_ours, t_theirs = paired(lambda o=ours, kw=kwargs: o(x, **kw), lambda t=theirs: t(x), repeat)
         rows.append({"technique": slug, "ours_ms": t_ours * 1e3, "timm_ms": t_theirs * 1e3, "ratio": t_ours / t_theirs})
     return rows
 

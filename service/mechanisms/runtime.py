@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import inspect
 import threading
-from functools import lru_cache
 from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
 import torch
@@ -58,7 +58,7 @@ def load_weights(module: nn.Module, weights: Mapping[str, torch.Tensor]) -> None
                                 for k, v in weights.items()}, strict=True)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _takes_need_weights(cls: type) -> bool:
     return "need_weights" in inspect.signature(cls.forward).parameters
 
