@@ -98,6 +98,74 @@ def _keys_hash(args, _settings: Settings) -> int:
     return 0
 
 
+def _export(args, settings: Settings) -> int:
+    """The same export as GET /export, computed in-process from the database (loaded on first use)."""
+    from fastapi.testclient import TestClient
+
+    from .main import create_app
+
+    params: list[tuple[str, str]] = [("format", args.format)]
+    for name in ("style", "locale", "category", "subcategory", "q", "year_min", "year_max"):
+        value = getattr(args, name)
+        if value is not None:
+            params.append((name, str(value)))
+    params += [("application", tag) for tag in args.application or []]
+    if args.unicode:
+        params.append(("unicode", "true"))
+    with TestClient(create_app(settings), raise_server_exceptions=True) as client:
+        response = client.get("/export", params=params)
+    if response.status_code != 200:
+        print(response.json()["error"]["message"], file=sys.stderr)
+        return 1
+    if args.output:
+        Path(args.output).write_bytes(response.content)
+        print(f"wrote {args.output} ({len(response.content)} bytes)", file=sys.stderr)
+    else:
+        sys.stdout.write(response.text)
+    return 0
+
+
+def _run(args, settings: Settings) -> int:
+    """Run a mechanism on .npy or .safetensors inputs; write outputs and attention maps as safetensors."""
+    import json
+    import time
+
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from .mechanisms import registry, runtime
+    from .mechanisms.base import MechanismInputError
+
+    mech = registry.get(args.slug)
+    if mech is None:
+        print(f"no implementation for '{args.slug}'; known: {', '.join(sorted(registry.all_mechanisms()))}",
+              file=sys.stderr)
+        return 2
+    inputs: dict[str, torch.Tensor] = {}
+    for item in args.input:
+        name, _, path = item.rpartition("=")
+        if path.endswith(".safetensors"):
+            inputs.update(load_file(path))
+        else:
+            inputs[name or mech.inputs[0].name] = torch.from_numpy(np.load(path, allow_pickle=False))
+    try:
+        params = json.loads(args.hyperparameters) if args.hyperparameters else {}
+        start = time.perf_counter()
+        out = runtime.run(mech, inputs, params, seed=args.seed, need_weights=not args.no_attention)
+    except (MechanismInputError, json.JSONDecodeError) as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    elapsed = (time.perf_counter() - start) * 1000
+    for name, tensor in out.items():
+        print(f"{name:>20}  {list(tensor.shape)}  {str(tensor.dtype).removeprefix('torch.')}")
+    print(f"{mech.slug}: {elapsed:.1f} ms (build and forward)")
+    if args.output:
+        save_file({k: v.contiguous() for k, v in out.items()}, args.output)
+        print(f"wrote {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attention-atlas", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -126,6 +194,29 @@ def build_parser() -> argparse.ArgumentParser:
     kh.add_argument("--name", help="print the whole 'name:role:sha256hex' entry")
     kh.add_argument("--role", choices=("write", "read"), default="write")
     kh.set_defaults(func=_keys_hash)
+    e = sub.add_parser("export", help="citations of the whole library or a filtered set (as GET /export)")
+    e.add_argument("--format", default="bibtex",
+                   help="bibtex, biblatex, ris, csl-json, text or html (formatted references)")
+    e.add_argument("--style", help="citation style for text/html, e.g. apa, ieee")
+    e.add_argument("--locale")
+    e.add_argument("--category")
+    e.add_argument("--subcategory")
+    e.add_argument("--application", action="append")
+    e.add_argument("--q", help="full-text search")
+    e.add_argument("--year-min", dest="year_min", type=int)
+    e.add_argument("--year-max", dest="year_max", type=int)
+    e.add_argument("--unicode", action="store_true", help="UTF-8 instead of LaTeX escapes in BibTeX")
+    e.add_argument("--output", "-o")
+    e.set_defaults(func=_export)
+    r = sub.add_parser("run", help="run a mechanism on local tensors (.npy or .safetensors)")
+    r.add_argument("slug")
+    r.add_argument("--input", "-i", action="append", required=True,
+                   help="NAME=path.npy, path.npy (first input) or path.safetensors (named tensors)")
+    r.add_argument("--hyperparameters", help='JSON object, e.g. \'{"reduction": 8}\'')
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--no-attention", action="store_true", help="output only (may take a fused kernel)")
+    r.add_argument("--output", "-o", help="write the outputs as .safetensors")
+    r.set_defaults(func=_run)
     return parser
 
 
