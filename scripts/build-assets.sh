@@ -36,3 +36,14 @@ cp "$web/node_modules/katex/LICENSE" "$dest/LICENSE" 2>/dev/null || true
 version="$(node -p "require('$web/node_modules/katex/package.json').version" 2>/dev/null || echo unknown)"
 echo "$version" > "$dest/VERSION"
 echo "build-assets: KaTeX $version copied to ${dest#"$root"/}"
+
+# Swagger UI for /docs, served locally as well
+swagger="$web/node_modules/swagger-ui-dist"
+sdest="$root/service/web/static/swagger"
+if [[ -f "$swagger/swagger-ui-bundle.js" ]]; then
+  rm -rf "$sdest"
+  mkdir -p "$sdest"
+  cp "$swagger/swagger-ui-bundle.js" "$swagger/swagger-ui.css" "$swagger/favicon-32x32.png" "$sdest/"
+  cp "$swagger/LICENSE" "$sdest/LICENSE" 2>/dev/null || true
+  echo "build-assets: Swagger UI copied to ${sdest#"$root"/}"
+fi

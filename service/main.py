@@ -91,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine.dispose()
 
     app = FastAPI(title="Attention Atlas", version=__version__, description=DESCRIPTION, lifespan=lifespan,
-                  dependencies=[Depends(forbid_unknown_query)])
+                  dependencies=[Depends(forbid_unknown_query)], docs_url=None)
     app.state.settings = settings
     app.state.engine = make_engine(settings)
     app.state.run_pool = RunPool(settings.run_workers, settings.run_queue, settings.run_timeout_s)

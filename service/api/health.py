@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
@@ -37,3 +39,20 @@ def readyz(request: Request):
     body = {"status": "ready" if current == head and count else "not_ready", "database": engine.dialect.name,
             "migration": current, "head": head, "techniques": count}
     return JSONResponse(body, status_code=200 if body["status"] == "ready" else 503)
+
+
+_SWAGGER = Path(__file__).resolve().parent.parent / "web" / "static" / "swagger"
+
+
+@router.get("/docs", include_in_schema=False)
+def docs(request: Request):
+    """Swagger UI from this server's own static files when scripts/build-assets.sh installed them;
+    otherwise FastAPI's default, which loads Swagger UI from a CDN."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    if (_SWAGGER / "swagger-ui-bundle.js").exists():
+        return get_swagger_ui_html(openapi_url=request.app.openapi_url, title="Attention Atlas API",
+                                   swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/swagger/swagger-ui.css",
+                                   swagger_favicon_url="/static/swagger/favicon-32x32.png")
+    return get_swagger_ui_html(openapi_url=request.app.openapi_url, title="Attention Atlas API")

@@ -232,3 +232,14 @@ def test_every_referenced_asset_is_served(web):
             assert b"http://" not in r.content and b"https://" not in r.content or a.endswith(".min.js"), a
     css = web.get("/static/atlas.css")
     assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+
+
+def test_api_docs_page_uses_local_swagger_assets_when_built(client):
+    from service.api.health import _SWAGGER
+
+    page = client.get("/docs")
+    assert page.status_code == 200 and "/openapi.json" in page.text
+    if not (_SWAGGER / "swagger-ui-bundle.js").exists():
+        pytest.skip("scripts/build-assets.sh has not installed Swagger UI; /docs falls back to the CDN")
+    assert "cdn." not in page.text and "/static/swagger/swagger-ui-bundle.js" in page.text
+    assert client.get("/static/swagger/swagger-ui-bundle.js").status_code == 200
