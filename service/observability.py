@@ -43,6 +43,7 @@ def configure_logging(level: str = "INFO") -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True  # replaced by service.access
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # /readyz asks for the revision on every call
 
 
 class RequestContextMiddleware:
