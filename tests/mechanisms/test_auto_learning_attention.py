@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from service.mechanisms import registry, runtime
+from tests.mechanisms.helpers import randomise_batchnorm
 
 MECH = registry.get("auto-learning-attention")
 
@@ -74,21 +75,10 @@ def reference(x, sd):
     return out, cw, gw, torch.cat([m2, m3], dim=1)
 
 
-def _randomise_bn(module):
-    g = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-
-
 @pytest.mark.parametrize("shape", [(2, 32, 6, 5), (1, 64, 3, 7)])
 def test_matches_functional_reference(shape):
     module = runtime.build_module(MECH, {"x": shape}, {}, seed=21, dtype=torch.float64)
-    _randomise_bn(module)
+    randomise_batchnorm(module, 2)
     x = torch.randn(*shape, dtype=torch.float64)
     want = reference(x, module.state_dict())
     got = runtime.forward(MECH, module, {"x": x})

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from service.mechanisms import registry, runtime
+from tests.mechanisms.helpers import randomise_batchnorm
 
 MECH = registry.get("harmonious-attention")
 EPS = 1e-5
@@ -65,23 +66,12 @@ def numpy_ha(x, sd, regions, sw, sh):
     return x * soft, soft, s, ch[:, :, 0, 0], theta
 
 
-def _randomise_bn(module):
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1 + 0.2)
-
-
 @pytest.mark.parametrize("shape,params", [((2, 32, 8, 6), {}), ((1, 16, 7, 5), {"reduction": 4, "regions": 3})])
 def test_matches_numpy_transcription(shape, params):
     x = torch.randn(*shape, dtype=torch.float64)
     resolved = MECH.validate({"x": shape}, params)
     module = runtime.build_module(MECH, {"x": shape}, resolved, seed=12, dtype=torch.float64)
-    _randomise_bn(module)
+    randomise_batchnorm(module, 1, bias_shift=0.2)
     sd = {k: v.numpy() for k, v in module.state_dict().items()}
     want = numpy_ha(x.numpy(), sd, resolved["regions"], resolved["region_scale_w"], resolved["region_scale_h"])
     got = runtime.forward(MECH, module, {"x": x})

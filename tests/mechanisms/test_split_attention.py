@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from service.mechanisms import registry, runtime
+from tests.mechanisms.helpers import randomise_batchnorm
 
 MECH = registry.get("split-attention")
 
@@ -58,24 +59,13 @@ def reference(x, sd, radix, card):
     return out, weights
 
 
-def _randomise_bn(module):
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-
-
 @pytest.mark.parametrize("params", [{}, {"radix": 4, "cardinality": 2}, {"radix": 1, "cardinality": 2, "norm": False},
                                     {"radix": 2, "cardinality": 4, "kernel_size": 1}])
 def test_matches_loop_reference(params):
     x = torch.randn(2, 32, 6, 5, dtype=torch.float64)
     resolved = MECH.validate({"x": tuple(x.shape)}, params)
     module = runtime.build_module(MECH, {"x": x.shape}, resolved, seed=5, dtype=torch.float64)
-    _randomise_bn(module)
+    randomise_batchnorm(module, 0, mean_scale=0.2)
     want_out, want_a = reference(x, module.state_dict(), resolved["radix"], resolved["cardinality"])
     got = runtime.forward(MECH, module, {"x": x})
     torch.testing.assert_close(got["output"], want_out, rtol=1e-11, atol=1e-12)
@@ -97,7 +87,7 @@ def test_conforms_to_timm_splitattn(timm_layers, radix, card):
     c = 64
     params = MECH.validate({"x": (2, c, 7, 7)}, {"radix": radix, "cardinality": card})
     ours = runtime.build_module(MECH, {"x": (2, c, 7, 7)}, params, seed=4)
-    _randomise_bn(ours)
+    randomise_batchnorm(ours, 0, mean_scale=0.2)
     theirs = timm_layers.SplitAttn(c, radix=radix, groups=card, norm_layer=torch.nn.BatchNorm2d).eval()
     assert theirs.fc1.out_channels == ours.fc1.out_channels     # same attention width d
     theirs.load_state_dict(ours.state_dict())                    # identical parameter names and layouts
