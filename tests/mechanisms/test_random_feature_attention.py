@@ -72,7 +72,7 @@ def test_matches_numpy_quadratic_form(causal, gated):
 
 def test_approaches_softmax_attention_with_many_features():
     """E[phi(q).phi(k)] = exp(-sigma^2 |q-k|^2 / 2) ~ exp(sigma^2 q.k) for unit q, k."""
-    x = torch.randn(1, 10, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))  # a Monte Carlo check: fixed input
+    x = torch.randn(1, 10, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))  # fixed input
     params = MECH.resolve_params({"heads": 1, "num_features": 16384, "sigma": 1.5})
     module = runtime.build_module(MECH, {"x": x.shape}, params, seed=0, dtype=torch.float64)
     q, k, _ = module.qkv(x).detach().chunk(3, dim=-1)
