@@ -47,7 +47,7 @@ def test_matches_numpy_with_replayed_noise():
 
 
 def test_deterministic_mode_uses_means_and_sampling_is_seeded():
-    x = torch.randn(2, 6, 4)
+    x = torch.randn(2, 6, 4, generator=torch.Generator().manual_seed(0))
     mdet = runtime.build_module(MECH, {"x": x.shape}, MECH.resolve_params({"training": False}), seed=0)
     det, det2 = runtime.forward(MECH, mdet, {"x": x}, seed=0), runtime.forward(MECH, mdet, {"x": x}, seed=1)
     assert torch.equal(det["output"], det2["output"])
@@ -57,4 +57,4 @@ def test_deterministic_mode_uses_means_and_sampling_is_seeded():
     torch.testing.assert_close(det["alpha"], mean_alpha)
     assert torch.equal(a["output"], b["output"]) and not torch.equal(a["output"], c["output"])
     torch.testing.assert_close(a["alpha"].sum(1), torch.ones(2))
-    assert (a["beta"].abs() < 1).all() and (a["sigma_alpha"] > 0).all()
+    assert (a["beta"].abs() <= 1).all() and (a["sigma_alpha"] > 0).all()
