@@ -28,7 +28,7 @@ from pylatexenc.latex2text import LatexNodes2Text
 from pylatexenc.latexencode import UnicodeToLatexEncoder
 
 from ..models import Reference
-from .keys import better_bibtex_key
+from .keys import better_bibtex_key, postfixes
 
 logging.getLogger("pylatexenc").setLevel(logging.ERROR)
 
@@ -205,22 +205,12 @@ def assign_keys(refs: Iterable[Reference]) -> dict[str, str]:
             authors = ref.persons.get("author") or ref.persons.get("editor") or [{"family": "anon"}]
             key = better_bibtex_key(authors[0].get("family", "anon"), raw_fields(ref.bibtex or "").get(
                 "title", ref.fields.get("title", "")), ref.fields.get("year", "")) or "ref"
-        base, n = key, 0
+        base, suffixes = key, postfixes()
         while key.lower() in taken:
-            key = base + _postfix(n)
-            n += 1
+            key = base + next(suffixes)
         taken.add(key.lower())
         out[ref.citekey] = key
     return out
-
-
-def _postfix(n: int) -> str:
-    letters = ""
-    n += 1
-    while n:
-        n, rem = divmod(n - 1, 26)
-        letters = chr(ord("a") + rem) + letters
-    return letters
 
 
 # --- LaTeX encoding and decoding ------------------------------------------------------------------

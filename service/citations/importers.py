@@ -13,6 +13,7 @@ BibTeX keys (:func:`service.citations.keys.better_bibtex_key`), made unique with
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from bibtexparser.model import DuplicateBlockKeyBlock, Entry, ParsingFailedBlock
 from pylatexenc.latex2text import MacroTextSpec
 from pylatexenc.latexencode import UnicodeToLatexEncoder
 
-from .keys import better_bibtex_key
+from .keys import better_bibtex_key, postfixes
 
 OnConflict = Literal["error", "replace", "skip"]
 
@@ -433,12 +434,7 @@ class ImportPlan:
     problems: list[ImportProblem] = field(default_factory=list)
 
 
-def _suffixes():
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    yield from letters
-    for a in letters:
-        for b in letters:
-            yield a + b
+_MAX_SUFFIXES = 26 + 26 * 26  # a ... z, aa ... zz
 
 
 def plan_import(entries: list[ImportedEntry], existing: Mapping[str, tuple[str, dict, dict]],
@@ -463,7 +459,7 @@ def plan_import(entries: list[ImportedEntry], existing: Mapping[str, tuple[str, 
                 continue
             by_content[digest] = e
             base = e.citekey
-            for candidate in (base, *(base + s for s in _suffixes())):
+            for candidate in itertools.chain([base], (base + s for s in itertools.islice(postfixes(), _MAX_SUFFIXES))):
                 if candidate.lower() in taken:
                     continue
                 stored = lower.get(candidate.lower())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterator
 
 # Better BibTeX's skip words (words left out of short titles).
 SKIP_WORDS = frozenset("""
@@ -47,3 +48,15 @@ def author_part(family: str) -> str:
 
 def better_bibtex_key(first_author_family: str, title: str, year: str | int) -> str:
     return f"{author_part(first_author_family)}{short_title(title)}{year}"
+
+
+def postfixes() -> Iterator[str]:
+    """Better BibTeX's postfixes for keys that would collide: a, b, ..., z, aa, ab, ..., zz, aaa, ..."""
+    n = 0
+    while True:
+        letters, m = "", n + 1
+        while m:
+            m, rem = divmod(m - 1, 26)
+            letters = chr(ord("a") + rem) + letters
+        yield letters
+        n += 1
