@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._matrix import off_diagonal
 from .base import HyperParam, InputSpec, Mechanism, OutputSpec
 
 
@@ -46,8 +47,7 @@ class CrissCrossAttention(nn.Module):
         a_col, a_row = a[..., :h], a[..., h:]
         agg = torch.einsum("bhwg,bcgw->bchw", a_col, v) + torch.einsum("bhwv,bchv->bchw", a_row, v)
         out = agg + x                                                      # Eq. 2
-        off_diag = ~torch.eye(h, dtype=torch.bool, device=x.device)
-        a_col = a_col.transpose(1, 2)[..., off_diag].reshape(b, w, h, h - 1).transpose(1, 2)
+        a_col = off_diagonal(a_col.transpose(1, 2)).transpose(1, 2)      # drop u itself from its column
         return out, torch.cat([a_col, a_row], dim=-1)                      # [B, H, W, H+W-1]
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -22,6 +22,7 @@ import math
 import torch
 from torch import nn
 
+from ._matrix import off_diagonal
 from ._ops_m4 import attend, merge_heads, split_heads
 from .base import HyperParam, InputSpec, Mechanism, OutputSpec
 
@@ -32,8 +33,7 @@ def repulsion(heads: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     flat = heads.reshape(b, h, -1)
     d2 = (flat.unsqueeze(2) - flat.unsqueeze(1)).pow(2).sum(-1)                  # [B, H, H]
     if h > 1:
-        off = ~torch.eye(h, dtype=torch.bool, device=heads.device)
-        med = d2[:, off].median(dim=1).values
+        med = off_diagonal(d2).reshape(b, -1).median(dim=1).values
     else:
         med = torch.ones(b, dtype=heads.dtype, device=heads.device)
     bw = (med / math.log(h + 1)).clamp_min(1e-12)[:, None, None]

@@ -59,7 +59,7 @@ def load_weights(module: nn.Module, weights: Mapping[str, torch.Tensor]) -> None
 
 
 @cache
-def _takes_need_weights(cls: type) -> bool:
+def takes_need_weights(cls: type) -> bool:
     return "need_weights" in inspect.signature(cls.forward).parameters
 
 
@@ -68,7 +68,7 @@ def forward(mech: Mechanism, module: nn.Module, inputs: Mapping[str, torch.Tenso
     """Run the module. With ``need_weights=False`` a module whose forward accepts ``need_weights``
     may take a fused path (e.g. scaled_dot_product_attention) and leave attention outputs out."""
     kwargs: dict[str, Any] = dict(inputs)
-    if not need_weights and _takes_need_weights(type(module)):
+    if not need_weights and takes_need_weights(type(module)):
         kwargs["need_weights"] = False
     if mech.stochastic:
         device = next(iter(inputs.values())).device
