@@ -261,3 +261,10 @@ def test_sync_stores_identification_in_its_own_column(fresh_settings, knowledge_
             assert s.get(Technique, "cbam").identification is None
     finally:
         engine.dispose()
+
+
+def test_technique_page_shows_kinds_and_identification(client):
+    page = client.get("/t/high-order-attention").text
+    assert "Identification (low confidence)" in page and "MICCAI 2020" in page
+    assert "(primary)" in page
+    assert "Identification (" not in client.get("/t/cbam").text
