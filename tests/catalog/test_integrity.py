@@ -33,9 +33,7 @@ def test_every_technique_is_complete(catalog):
         # every technique records where its citation was confirmed, or its fields are reported unconfirmed
         # (tests/catalog/test_provenance.py keeps that list)
         assert t.verification or t.citekey in {"sindagiInverseAttentionGuided2019",
-                                               "faraziReciprocalAttentionFusion2018",
-                                               "locatelloObjectCentricLearningSlot2020",
-                                               "huSPANSpatialPyramid2020"}, f"{slug}: no source recorded"
+                                               "faraziReciprocalAttentionFusion2018"}, f"{slug}: no source recorded"
 
 
 def test_strengths_and_limitations_are_not_shared_between_techniques(catalog):

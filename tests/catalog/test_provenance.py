@@ -25,10 +25,10 @@ UNCONFIRMED = {
     "fanBayesianAttentionModules2020": {"author", "booktitle", "year"},
     "faraziReciprocalAttentionFusion2018": {"title", "author", "booktitle", "year"},
     "hassaninVisualAttentionMethods2022": {"journal", "year"},
-    "huSPANSpatialPyramid2020": {"title", "author", "booktitle", "year"},
+    "huSPANSpatialPyramid2020": {"author", "booktitle", "year"},
     "liHarmoniousAttentionNetwork2018": {"title", "author", "booktitle", "year"},
     "liTellMeWhere2018": {"title", "author", "booktitle", "year"},
-    "locatelloObjectCentricLearningSlot2020": {"title", "author", "booktitle", "year"},
+    "locatelloObjectCentricLearningSlot2020": {"booktitle", "year"},
     "pengRandomFeatureAttention2021": {"booktitle", "year"},
     "qinFcaNetFrequencyChannel2021": {"author", "booktitle", "year"},
     # an arXiv preprint: its arXiv id is what identifies it
