@@ -23,6 +23,17 @@ _LIST_EXAMPLE = {
 }
 
 
+_PROVENANCE_EXAMPLE = {
+    "citekey": "huSqueezeandExcitationNetworks2018",
+    "fields": {"title": {"sources": [{"source": "https://arxiv.org/abs/1709.01507", "kind": "primary"}],
+                         "primary": True},
+               "booktitle": {"sources": [{"source": "https://openaccess.thecvf.com/content_cvpr_2018/html/"
+                                                    "Hu_Squeeze-and-Excitation_Networks_CVPR_2018_paper.html",
+                                          "kind": "primary"}], "primary": True}},
+    "unconfirmed": [],
+}
+
+
 def _fields(fields: str | None) -> list[str] | None:
     if not fields:
         return None
@@ -91,12 +102,23 @@ def list_techniques(
 @router.get("/techniques/{slug}", summary="One technique",
             responses={200: {"content": {"application/json": {"example": {
                 "slug": "squeeze-and-excitation", "name": "Squeeze-and-Excitation", "year": 2018,
-                "formula": {"latex": "s = \\sigma(W_2 \\delta(W_1 z))", "legend": []}}}}},
+                "formula": {"latex": "s = \\sigma(W_2 \\delta(W_1 z))", "legend": []},
+                "provenance": _PROVENANCE_EXAMPLE, "identification": None}}}},
                        404: ERROR_SCHEMA})
 def get_technique(request: Request, session: SessionDep, slug: Annotated[str, SLUG],
                   fields: Annotated[str | None, Query(description="comma-separated fields to return",
                                                       examples=["name,formula,citation"])] = None) -> Response:
-    """Everything the catalogue knows about one technique. Unknown slugs get 404 with close matches."""
+    """Everything the catalogue knows about one technique. Unknown slugs get 404 with close matches.
+
+    `provenance` says, for every field of the cited reference (`title`, `author`, `booktitle`, `pages`, ...),
+    which pages confirmed it (`sources`, each with its `kind`: `primary` for a publisher, DOI, proceedings,
+    arXiv, DBLP, OpenReview or author page; `secondary` for an index that copies such records) and whether a
+    primary page did (`primary`); `unconfirmed` lists the fields no primary page confirmed.
+
+    `identification` is present (else null) where the survey's entry could mean more than one paper:
+    `chosen` (the citekey cited), `confidence` (`high`, `medium`, `low`), `alternatives` (each with
+    `paper`, `citekey` when its BibTeX is in the catalogue, `reason` and the pages that confirm it) and
+    `evidence` for the choice."""
     t = query.get_technique(session, slug)
     rel = query.load_related(session, [t.slug])
     return conditional_json(request, query.to_public(t, rel, _fields(fields)), query.aware(t.updated_at))

@@ -11,7 +11,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import bibtexparser
 import yaml
@@ -19,6 +19,7 @@ from bibtexparser import middlewares as mw
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
 
 from .latex import check_math
+from .provenance import BIBTEX_FIELDS, Rule, classify, parse_rules
 
 _VERBATIM = {"url", "doi", "eprint", "archiveprefix", "primaryclass", "isbn", "issn"}
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C parser when libyaml is present
@@ -60,8 +61,41 @@ class Implementation(_Strict):
 
 
 class Verification(_Strict):
+    """One page that confirmed some fields of a reference, and its kind (as data/sources.yaml classifies it)."""
+
     source: HttpUrl
+    kind: Literal["primary", "secondary"]
     fields: list[str] = Field(min_length=1)
+    note: str | None = None
+
+    @field_validator("fields")
+    @classmethod
+    def _bibtex_fields(cls, v: list[str]) -> list[str]:
+        names = [f.strip().lower() for f in v]
+        bad = [f for f in names if f not in BIBTEX_FIELDS]
+        if bad:
+            raise ValueError(f"not BibTeX field names: {bad}; known: {sorted(BIBTEX_FIELDS)}")
+        if len(set(names)) != len(names):
+            raise ValueError("a field is listed twice")
+        return names
+
+
+class Alternative(_Strict):
+    """Another paper the survey may mean by this technique's name."""
+
+    paper: str = Field(min_length=10)  # authors, title, venue and year as prose
+    citekey: str | None = None  # its key in references.bib, where its fields are verified
+    reason: str = Field(min_length=15)  # why it is plausible, and why it was not chosen
+    verification: list[Verification] = Field(default_factory=list)
+
+
+class Identification(_Strict):
+    """Which paper the survey's entry is taken to mean, how sure that is, and what else it could be."""
+
+    chosen: str = Field(min_length=4)  # the technique's citekey
+    confidence: Literal["high", "medium", "low"]
+    alternatives: list[Alternative] = Field(default_factory=list)
+    evidence: list[str] = Field(min_length=1)
 
 
 class TechniqueFile(_Strict):
@@ -81,7 +115,9 @@ class TechniqueFile(_Strict):
     citekey: str = Field(min_length=4)
     related: list[str] = Field(default_factory=list)
     implementation: Implementation | None = None
-    verification: list[Verification] = Field(min_length=1)
+    # the pages that confirmed the citation's fields; empty only while no admissible page is known
+    verification: list[Verification] = Field(default_factory=list)
+    identification: Identification | None = None
     survey_note: str | None = None
 
     @field_validator("slug")
@@ -107,6 +143,11 @@ class TechniqueFile(_Strict):
         if any(len(p.strip()) < 15 for p in v):
             raise ValueError("each point must be a concrete sentence (15 characters or more)")
         return v
+
+
+class SurveyVerificationFile(_Strict):
+    note: str | None = None
+    verification: list[Verification] = Field(min_length=1)
 
 
 class SubcategoryFile(_Strict):
@@ -143,6 +184,7 @@ class Catalog:
     techniques: dict[str, TechniqueFile]
     references: dict[str, BibEntry]
     survey_verification: list[dict[str, Any]] = field(default_factory=list)
+    source_rules: list[Rule] = field(default_factory=list)
 
     def technique_hash(self, slug: str) -> str:
         t = self.techniques[slug]
@@ -283,13 +325,80 @@ def load_catalog(root: Path) -> Catalog:
         if len(symbols) != len(t.formula.legend):
             problems.append(Problem(file=rel, field="formula.legend", message="a symbol is defined twice"))
 
+    rules: list[Rule] = []
+    rules_doc = None
+    if (root / "sources.yaml").exists():
+        rules_doc = _read_yaml(root / "sources.yaml", "sources.yaml", problems)
+    else:
+        problems.append(Problem(file="sources.yaml", message="missing: the classification of source hosts"))
+    if rules_doc is not None:
+        rules, rule_problems = parse_rules(rules_doc)
+        problems += [Problem(file="sources.yaml", message=m) for m in rule_problems]
+
     survey_verification: list[dict[str, Any]] = []
     sv = root / "survey-verification.yaml"
+    survey_sources: list[Verification] = []
     if sv.exists():
-        raw = _read_yaml(sv, sv.name, problems) or {}
-        survey_verification = list(raw.get("verification", []))
+        raw = _read_yaml(sv, sv.name, problems)
+        try:
+            svf = SurveyVerificationFile.model_validate(raw)
+            survey_sources = svf.verification
+            survey_verification = [verification_record(v) for v in svf.verification]
+        except ValidationError as exc:
+            problems += [Problem(file=sv.name, field=_loc(e), message=e["msg"]) for e in exc.errors()]
+
+    for slug, t in techniques.items():
+        rel = f"techniques/{slug}.yaml"
+        problems += _source_problems(rel, "verification", t.verification, rules)
+        ident = t.identification
+        if ident is None:
+            continue
+        if ident.chosen != t.citekey:
+            problems.append(Problem(file=rel, field="identification.chosen",
+                                    message=f"'{ident.chosen}' is not this technique's citekey '{t.citekey}'"))
+        for i, alt in enumerate(ident.alternatives):
+            where = f"identification.alternatives.{i}"
+            if alt.citekey is not None:
+                if references and alt.citekey not in references:
+                    problems.append(Problem(file=rel, field=f"{where}.citekey",
+                                            message=f"'{alt.citekey}' is not in references.bib"))
+                if alt.citekey == t.citekey:
+                    problems.append(Problem(file=rel, field=f"{where}.citekey",
+                                            message="an alternative cannot be the chosen paper"))
+                if not alt.verification:
+                    problems.append(Problem(file=rel, field=f"{where}.verification",
+                                            message="an alternative with a citekey names the pages that confirm "
+                                                    "its fields"))
+            problems += _source_problems(rel, f"{where}.verification", alt.verification, rules)
+    problems += _source_problems(sv.name, "verification", survey_sources, rules)
 
     if problems or taxonomy is None:
         raise CatalogInvalid(problems)
     return Catalog(taxonomy=taxonomy, techniques=techniques, references=references,
-                   survey_verification=survey_verification)
+                   survey_verification=survey_verification, source_rules=rules)
+
+
+def verification_record(v: Verification) -> dict[str, Any]:
+    """A verification source as it is stored and served."""
+    out: dict[str, Any] = {"source": str(v.source), "kind": v.kind, "fields": list(v.fields)}
+    if v.note:
+        out["note"] = v.note
+    return out
+
+
+def _source_problems(rel: str, where: str, sources: list[Verification], rules: list[Rule]) -> list[Problem]:
+    """Every source must be on a host that data/sources.yaml classifies, as the kind the file states."""
+    problems: list[Problem] = []
+    for i, v in enumerate(sources):
+        c = classify(str(v.source), rules)
+        loc = f"{where}.{i}.source"
+        if c.kind == "blocked":
+            problems.append(Problem(file=rel, field=loc, message=f"{v.source} is a blocked source ({c.what})"))
+        elif c.kind == "unknown":
+            problems.append(Problem(file=rel, field=loc, message=(
+                f"{v.source}: unknown host; add it to data/sources.yaml as primary or secondary if it is a "
+                f"publisher, proceedings, index or author page ({c.what})")))
+        elif c.kind != v.kind:
+            problems.append(Problem(file=rel, field=f"{where}.{i}.kind", message=(
+                f"{v.source} is {c.kind} (data/sources.yaml: {c.rule}), not {v.kind}")))
+    return problems

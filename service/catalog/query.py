@@ -18,11 +18,13 @@ from sqlmodel import Session
 
 from ..errors import ApiError
 from ..models import Category, Meta, Reference, Technique, TechniqueApplication, TechniqueRelated
+from .provenance import field_provenance
 
 SORTS = {"name", "-name", "year", "-year", "slug", "relevance"}
 FIELDS = ("slug", "name", "aliases", "category", "subcategory", "also_in", "year", "summary", "formula",
           "strengths", "limitations", "applications", "complexity", "citation", "related", "has_implementation",
-          "implementation_scope", "survey_note", "verification", "links", "updated_at")
+          "implementation_scope", "survey_note", "verification", "provenance", "identification", "links",
+          "updated_at")
 
 
 @dataclass
@@ -230,6 +232,14 @@ def citation_summary(ref: Reference | None, citekey: str) -> dict[str, Any]:
     return out
 
 
+def provenance(ref: Reference | None, citekey: str, verification: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per field of the technique's reference: the pages that confirmed it and their kind."""
+    names = [*(ref.persons if ref else {}), *(ref.fields if ref else {})]
+    per_field = field_provenance(names, verification)
+    return {"citekey": citekey, "fields": per_field,
+            "unconfirmed": [f for f, p in per_field.items() if not p["primary"]]}
+
+
 def to_public(t: Technique, rel: Related, fields: list[str] | None = None, rank: float | None = None,
               base_url: str = "") -> dict[str, Any]:
     def cat(cid: str) -> dict[str, str]:
@@ -245,6 +255,8 @@ def to_public(t: Technique, rel: Related, fields: list[str] | None = None, rank:
         "related": rel.related.get(t.slug, []), "has_implementation": t.has_implementation,
         "implementation_scope": t.implementation_scope, "survey_note": t.survey_note,
         "verification": t.verification,
+        "provenance": provenance(rel.references.get(t.citekey), t.citekey, t.verification),
+        "identification": t.identification,
         "links": {"self": f"{base_url}/techniques/{t.slug}", "html": f"{base_url}/t/{t.slug}",
                   "citation": f"{base_url}/techniques/{t.slug}/citation",
                   "note": f"{base_url}/techniques/{t.slug}/note.md",

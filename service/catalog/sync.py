@@ -25,7 +25,7 @@ from ..models import (
     TechniqueRelated,
     utcnow,
 )
-from .loader import Catalog, load_catalog
+from .loader import Catalog, load_catalog, verification_record
 
 
 @dataclass
@@ -116,8 +116,8 @@ def _write(session: Session, catalog: Catalog, implemented: set[str]) -> SyncRep
             limitations=tf.limitations, complexity=tf.complexity.model_dump(exclude_none=True), citekey=tf.citekey,
             implementation_scope=tf.implementation.scope if tf.implementation else None,
             has_implementation=slug in implemented,
-            verification=[{"source": str(v.source), "fields": v.fields} for v in tf.verification],
-            survey_note=tf.survey_note)
+            verification=[verification_record(v) for v in tf.verification],
+            identification=_identification_record(tf), survey_note=tf.survey_note)
         digest = _hash({**values, "applications": tf.applications, "related": tf.related})
         have = existing.get(slug)
         if have is None:
@@ -126,8 +126,10 @@ def _write(session: Session, catalog: Catalog, implemented: set[str]) -> SyncRep
             changed.append(slug)
         elif have.edited_via_api:
             report.kept_edited.append(slug)
-            if have.has_implementation != values["has_implementation"]:
-                have.has_implementation = values["has_implementation"]
+            # the write API cannot change these; they follow data/ even for an edited record
+            for k in ("has_implementation", "verification", "identification"):
+                if getattr(have, k) != values[k]:
+                    setattr(have, k, values[k])
         elif have.content_hash == digest:
             report.unchanged.append(slug)
         else:
@@ -165,6 +167,8 @@ def _write(session: Session, catalog: Catalog, implemented: set[str]) -> SyncRep
     for cid in set(existing_cats) - set(wanted_cats):
         session.exec(delete(Category).where(Category.id == cid))
     cited = set(session.exec(select(Technique.citekey)).all()) | {catalog.taxonomy.survey_citekey}
+    for ident in session.exec(select(Technique.identification)).all():
+        cited |= {a["citekey"] for a in (ident or {}).get("alternatives", []) if a.get("citekey")}
     for key, ref in existing_refs.items():
         if ref.source == "data" and key not in catalog.references and key not in cited:
             session.delete(ref)
@@ -177,6 +181,16 @@ def _write(session: Session, catalog: Catalog, implemented: set[str]) -> SyncRep
     if changed or report.deleted:
         _set_meta(session, "catalog_updated_at", now.isoformat())
     return report
+
+
+def _identification_record(tf) -> dict | None:
+    ident = tf.identification
+    if ident is None:
+        return None
+    return {"chosen": ident.chosen, "confidence": ident.confidence, "evidence": list(ident.evidence),
+            "alternatives": [{"paper": a.paper, "citekey": a.citekey, "reason": a.reason,
+                              "verification": [verification_record(v) for v in a.verification]}
+                             for a in ident.alternatives]}
 
 
 def _set_meta(session: Session, key: str, value: str) -> None:

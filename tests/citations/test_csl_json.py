@@ -43,21 +43,24 @@ def test_items_carry_the_reference(items):
     assert cbam["container-title"] == "Proceedings of the European Conference on Computer Vision (ECCV)"
     assert cbam["issued"] == {"date-parts": [[2018, 9]]}
     assert cbam["page"] == "3-19"
-    assert cbam["note"] == "arXiv: 1807.06521"
+    assert by_id["liExpectationMaximizationAttentionNetworks2019"]["note"] == "arXiv: 1907.13426"
     assert cbam["citation-key"] == "wooCBAMConvolutionalBlock2018"
     transformer = by_id["vaswaniAttentionAllYou2017"]
     assert transformer["author"][6] == {"family": "Kaiser", "given": "Łukasz"}
     assert transformer["URL"] == "https://arxiv.org/abs/1706.03762"  # no page of its own: the arXiv record
+    axial = by_id["wangAxialDeepLabStandAloneAxialAttention2020"]
+    assert axial["DOI"] == "10.1007/978-3-030-58548-8_7"
+    assert axial["collection-title"] == "Lecture Notes in Computer Science"
     boosted = by_id["chenBoostedAttentionLeveraging2018"]
-    assert boosted["DOI"] == "10.1007/978-3-030-01252-6_5"
-    assert boosted["collection-title"] == "Lecture Notes in Computer Science"
     assert boosted["URL"] == "https://www-users.cs.umn.edu/~qzhao/captioning.html"
     preprint = by_id["sindagiInverseAttentionGuided2019"]
     assert (preprint["type"], preprint["publisher"], preprint["number"]) == ("article", "arXiv", "arXiv:1907.01193")
     assert "container-title" not in preprint
     survey = by_id["hassaninVisualAttentionMethods2022"]
-    assert (survey["type"], survey["container-title"], survey["volume"], survey["page"]) == (
-        "article-journal", "Information Fusion", "108", "102417")
+    assert (survey["type"], survey["container-title"]) == ("article-journal", "Information Fusion")
+    apcnn = by_id["dingAPCNNWeaklySupervised2021"]
+    assert (apcnn["type"], apcnn["container-title"], apcnn["volume"], apcnn["page"]) == (
+        "article-journal", "IEEE Transactions on Image Processing", "30", "2826-2836")
 
 
 def test_include_survey_switch(client):

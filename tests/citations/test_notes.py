@@ -38,7 +38,9 @@ def test_front_matter(client, cbam):
     assert meta["venue"] == "Proceedings of the European Conference on Computer Vision (ECCV)"
     assert meta["category"] == "soft" and meta["subcategory"] == tech["subcategory"]["id"]
     assert meta["zotero"] == "zotero://select/items/@wooCBAMConvolutionalBlock2018"
-    assert meta["arxiv"] == "1807.06521" and meta["arxiv_url"] == "https://arxiv.org/abs/1807.06521"
+    assert "arxiv" not in meta  # no arXiv id confirmed for CBAM
+    ema, _ = _split(client.get("/techniques/expectation-maximization-attention/note.md").text)
+    assert ema["arxiv"] == "1907.13426" and ema["arxiv_url"] == "https://arxiv.org/abs/1907.13426"
     assert meta["aliases"] == tech["aliases"]
     assert "attention/soft" in meta["tags"]
     assert {f"application/{a}" for a in tech["applications"]} <= set(meta["tags"])
@@ -47,10 +49,10 @@ def test_front_matter(client, cbam):
 
 
 def test_doi_links_when_the_paper_has_a_doi(client):
-    meta, body = _split(client.get("/techniques/boosted-attention/note.md").text)
-    assert meta["doi"] == "10.1007/978-3-030-01252-6_5"
-    assert meta["doi_url"] == "https://doi.org/10.1007/978-3-030-01252-6_5"
-    assert "[DOI](https://doi.org/10.1007/978-3-030-01252-6_5)" in body
+    meta, body = _split(client.get("/techniques/axial-attention/note.md").text)
+    assert meta["doi"] == "10.1007/978-3-030-58548-8_7"
+    assert meta["doi_url"] == "https://doi.org/10.1007/978-3-030-58548-8_7"
+    assert "[DOI](https://doi.org/10.1007/978-3-030-58548-8_7)" in body
 
 
 def test_sections_formula_and_wikilinks(client, cbam):

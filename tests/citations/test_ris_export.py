@@ -99,10 +99,14 @@ def test_conference_and_journal_records(client):
     assert cbam["TY"] == "CONF"
     assert cbam["C3"] == cbam["T2"] == "Proceedings of the European Conference on Computer Vision (ECCV)"
     assert (cbam["SP"], cbam["EP"], cbam["DA"]) == ("3", "19", "2018/09//")
-    assert (cbam["DB"], cbam["AN"]) == ("arXiv", "arXiv:1807.06521")
+    ema = dict(_records(client.get("/techniques/expectation-maximization-attention/citation",
+                                   params={"format": "ris"}).text)[0])
+    assert (ema["DB"], ema["AN"]) == ("arXiv", "arXiv:1907.13426")
     survey = [dict(r) for r in _records(client.get("/export", params={"format": "ris", "category": "hard"}).text)
               if dict(r)["TI"].startswith("Visual Attention Methods")][0]
     assert survey["TY"] == "JOUR"
-    assert (survey["T2"], survey["VL"], survey["SP"]) == ("Information Fusion", "108", "102417")
-    assert "EP" not in survey  # an article number, not a range
-    assert survey["PB"] == "Elsevier"
+    assert survey["T2"] == "Information Fusion"
+    apcnn = dict(_records(client.get("/techniques/attention-pyramid/citation", params={"format": "ris"}).text)[0])
+    assert apcnn["TY"] == "JOUR"
+    assert (apcnn["T2"], apcnn["VL"], apcnn["SP"], apcnn["EP"]) == (
+        "IEEE Transactions on Image Processing", "30", "2826", "2836")

@@ -158,8 +158,8 @@ def test_technique_page_shows_the_record(web, db):
 
 
 def test_doi_link(web):
-    doc = parse(web.get("/t/non-local").text)
-    assert "https://doi.org/10.1109/CVPR.2018.00813" in {a.attrs["href"] for a in doc.find_all("a")}
+    doc = parse(web.get("/t/axial-attention").text)
+    assert "https://doi.org/10.1007/978-3-030-58548-8_7" in {a.attrs["href"] for a in doc.find_all("a")}
 
 
 def test_formula_source_is_readable_without_javascript(web, db):

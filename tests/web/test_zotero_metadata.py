@@ -77,8 +77,10 @@ def test_highwire_tags_for_known_papers(web):
     assert ("citation_title", "Non-local Neural Networks") in tags
     assert [c for n, c in tags if n == "citation_author"] == [
         "Wang, Xiaolong", "Girshick, Ross", "Gupta, Abhinav", "He, Kaiming"]
-    assert ("citation_doi", "10.1109/CVPR.2018.00813") in tags
-    assert ("citation_firstpage", "7794") in tags and ("citation_lastpage", "7803") in tags
+    tags = head_meta(parse(web.get("/t/expectation-maximization-attention").text))
+    assert ("citation_firstpage", "9167") in tags and ("citation_lastpage", "9176") in tags
+    tags = head_meta(parse(web.get("/t/axial-attention").text))
+    assert ("citation_doi", "10.1007/978-3-030-58548-8_7") in tags
 
     tags = head_meta(parse(web.get("/t/transformer").text))
     assert ("citation_author", "Kaiser, Łukasz") in tags, "non-ASCII names arrive decoded from LaTeX"
