@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import HyperParam, InputSpec, Mechanism, OutputSpec
+from .heads import scaled_dot_product
 
 
 def fourier_position_features(h: int, w: int, num_bands: int, max_resolution: float,
@@ -51,14 +52,6 @@ class Mlp(nn.Module):
         return self.fc2(F.gelu(self.fc1(x)))
 
 
-def _attend(q, k, v, need_weights):
-    """q [B, h, L, d], k/v [B, h, M, d] -> ([B, h, L, d], weights [B, h, L, M] or None)."""
-    if not need_weights:
-        return F.scaled_dot_product_attention(q, k, v), None
-    a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
-    return a @ v, a
-
-
 class CrossAttentionBlock(nn.Module):
     def __init__(self, latent_dim: int, input_dim: int, mlp_hidden: int):
         super().__init__()
@@ -73,7 +66,8 @@ class CrossAttentionBlock(nn.Module):
 
     def forward(self, z, x, need_weights):
         zn, xn = self.norm_latent(z), self.norm_input(x)
-        o, a = _attend(self.q(zn)[:, None], self.k(xn)[:, None], self.v(xn)[:, None], need_weights)
+        o, a = scaled_dot_product(self.q(zn)[:, None], self.k(xn)[:, None], self.v(xn)[:, None],
+                                  need_weights=need_weights)
         z = z + self.proj(o[:, 0])
         z = z + self.mlp(self.norm_mlp(z))
         return z, None if a is None else a[:, 0]
@@ -92,7 +86,7 @@ class SelfAttentionBlock(nn.Module):
     def forward(self, z, need_weights):
         b, n, d = z.shape
         q, k, v = self.qkv(self.norm1(z)).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        o, a = _attend(q, k, v, need_weights)
+        o, a = scaled_dot_product(q, k, v, need_weights=need_weights)
         z = z + self.proj(o.transpose(1, 2).reshape(b, n, d))
         return z + self.mlp(self.norm2(z)), a
 
