@@ -117,7 +117,8 @@ def _write(session: Session, catalog: Catalog, implemented: set[str]) -> SyncRep
             implementation_scope=tf.implementation.scope if tf.implementation else None,
             has_implementation=slug in implemented,
             verification=[verification_record(v) for v in tf.verification],
-            identification=_identification_record(tf), survey_note=tf.survey_note)
+            identification=_identification_record(tf), survey_note=tf.survey_note,
+            divergences=[d.model_dump(mode="json", exclude_none=True) for d in tf.divergences])
         digest = _hash({**values, "applications": tf.applications, "related": tf.related})
         have = existing.get(slug)
         if have is None:
