@@ -307,3 +307,51 @@ def test_performer_and_rfa_estimate_the_same_softmax():
     assert (favor - exact).abs().max() < 0.03
     assert (rfa - favor).abs().max() < 0.05
     close(favor.sum(-1), torch.ones(n, dtype=DT), tol=1e-8)
+
+
+# ------------------------------------------------------------------ self-attention-cv (Axial-DeepLab layer)
+
+def _identity_batchnorms(module):
+    """Eval-mode BatchNorms that compute the identity (running variance 1 - eps), so the position-sensitive
+    attention underneath can be compared with Eq. 4, which has none."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.zero_()
+                m.running_var.fill_(1.0 - m.eps)
+                m.weight.fill_(1.0)
+                m.bias.zero_()
+    return module.eval()
+
+
+def test_self_attention_cv_axial_layer_takes_the_key_term_at_the_query_position():
+    sac = peer("self_attention_cv", "axial_attention_deeplab.axial_attention")
+    c, length, heads = 8, 5, 2
+    d = c // heads
+    mech, ours = build("axial-attention", {"x": (2, c, length, 3)}, heads=heads)
+    layer = ours.height                                        # one axis: [..., L, C]
+    theirs = _identity_batchnorms(sac.AxialAttention(dim=length, in_channels=c, heads=heads, dim_head_kq=d).double())
+    w = layer.qkv.weight                                       # ours: row t*C + h*d + j (t = q, k, v)
+    order = torch.tensor([[t * c + h * d + j for h in range(heads)] for t in range(3) for j in range(d)]).flatten()
+    # theirs: row (t*d + j)*heads + h ('b (q h) d' with q = the 3d qkv channels)
+    their_w = w[order].reshape(3 * d * heads, c, 1)
+    # relative embeddings: theirs index o - p, ours p - o -> flip the offset axis; rows q, k, v of width d
+    rel = torch.cat([layer.rel_q, layer.rel_k, layer.rel_v], dim=1).flip(0).T    # [3d, 2L - 1]
+    theirs.to_qvk[0].weight.data.copy_(their_w)
+    theirs.RelativePosEncQKV.relative.data.copy_(rel)
+    x = torch.randn(6, length, c, dtype=DT)                    # 6 = B * W columns
+    with torch.no_grad():
+        want = theirs(x.transpose(1, 2)).transpose(1, 2)       # [6, L, C]
+        got, _ = layer(x)
+        assert not torch.allclose(got, want)                  # the key term differs (below)
+        # the package's k-term is k_o . r^k_{p-o} (key taken at the query position), the paper's k_p . r^k_{p-o}
+        q, k, v = layer.qkv(x).reshape(6, length, 3, heads, d).movedim(2, 0)
+        rq, rk, rv = (r[layer.rel_index] for r in (layer.rel_q, layer.rel_k, layer.rel_v))
+        logits = (torch.einsum("bohd,bphd->bhop", q, k) + torch.einsum("bohd,opd->bhop", q, rq)
+                  + torch.einsum("bohd,opd->bhop", k, rk))
+        a = logits.softmax(-1)
+        y = torch.einsum("bhop,bphd->bohd", a, v) + torch.einsum("bhop,opd->bohd", a, rv)
+        close(want, y.reshape(6, length, c))
+        layer.rel_k.zero_()                                    # without the key term both agree
+        theirs.RelativePosEncQKV.relative.data[d:2 * d].zero_()
+        close(layer(x)[0], theirs(x.transpose(1, 2)).transpose(1, 2))
