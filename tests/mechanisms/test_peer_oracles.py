@@ -180,6 +180,44 @@ def test_fightingcv_double_attention_normalises_over_the_batch():
     assert not torch.allclose(want, got["output"] - x)
 
 
+def test_fightingcv_cbam_block_adds_a_residual_and_a_spatial_bias():
+    cb = peer("fightingcv_attention", "attention.CBAM")
+    c, k = 32, 7
+    mech, ours = build("cbam", {"x": (2, c, 6, 5)}, reduction=8, spatial_kernel=k)
+    theirs = cb.CBAMBlock(channel=c, reduction=8, kernel_size=k).double().eval()
+    s = ours.state_dict()
+    theirs.load_state_dict({"ca.se.0.weight": s["mlp_fc1.weight"][:, :, None, None],
+                            "ca.se.2.weight": s["mlp_fc2.weight"][:, :, None, None],
+                            # the package stacks [max; avg] along channels, the paper [avg; max]
+                            "sa.conv.weight": s["spatial_conv.weight"].flip(1),
+                            "sa.conv.bias": torch.zeros(1, dtype=DT)})
+    x = torch.randn(2, c, 6, 5, dtype=DT)
+    got = runtime.forward(mech, ours, {"x": x})
+    close(theirs.ca(x)[:, :, 0, 0], got["channel_weights"])
+    close(theirs(x), got["output"] + x)              # CBAMBlock returns F'' + F (the residual of a ResBlock)
+    with torch.no_grad():
+        theirs.sa.conv.bias.fill_(-0.4)
+    f1 = x * got["channel_weights"][:, :, None, None]
+    close(theirs(x), f1 * torch.sigmoid(torch.logit(got["spatial_map"]) - 0.4) + x)
+
+
+def test_fightingcv_criss_cross_with_unit_gamma():
+    cc = peer("fightingcv_attention", "attention.CrissCrossAttention")
+    c = 16
+    theirs = cc.CrissCrossAttention(c).double().eval()
+    for recurrence in (1, 2):
+        mech, ours = build("criss-cross-attention", {"x": (2, c, 5, 4)}, reduction=8, recurrence=recurrence)
+        theirs.load_state_dict({**{f"{a}_conv.{p}": ours.state_dict()[f"{a}.{p}"]
+                                   for a in ("query", "key", "value") for p in ("weight", "bias")},
+                                "gamma": torch.ones(1, dtype=DT)})   # the package scales by gamma (zero at init)
+        x = torch.randn(2, c, 5, 4, dtype=DT)
+        want = x
+        with torch.no_grad():
+            for _ in range(recurrence):                  # RCCA: the same module applied again
+                want = theirs(want)
+        close(runtime.forward(mech, ours, {"x": x})["output"], want)
+
+
 # ------------------------------------------------------------------ perceiver-pytorch
 
 def test_perceiver_pytorch_blocks_with_geglu():
