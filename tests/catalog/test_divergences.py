@@ -79,3 +79,6 @@ def test_technique_page_shows_them(client):
     assert str(d.evidence) in html
     assert "clip=&#34;leaky_relu&#34;" in html or 'clip="leaky_relu"' in html
     assert "Paper and released code" not in client.get("/t/squeeze-and-excitation").text
+    # records without a hyper-parameter switch render too
+    page = client.get("/t/axial-attention")
+    assert page.status_code == 200 and "Paper and released code" in page.text and "Reproduce with" not in page.text
