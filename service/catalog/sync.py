@@ -128,7 +128,7 @@ def _write(session: Session, catalog: Catalog, implemented: set[str]) -> SyncRep
         elif have.edited_via_api:
             report.kept_edited.append(slug)
             # the write API cannot change these; they follow data/ even for an edited record
-            for k in ("has_implementation", "verification", "identification"):
+            for k in ("has_implementation", "verification", "identification", "divergences"):
                 if getattr(have, k) != values[k]:
                     setattr(have, k, values[k])
         elif have.content_hash == digest:

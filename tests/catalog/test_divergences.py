@@ -11,7 +11,11 @@ from sqlmodel import Session
 
 from service.catalog.divergences import divergences_for
 from service.catalog.loader import Divergence, load_catalog
+from service.catalog.sync import sync
+from service.db import make_engine
 from service.mechanisms import registry
+from service.migrate import upgrade
+from service.models import Technique
 from service.settings import REPO_DATA
 
 CATALOG = load_catalog(Path(REPO_DATA))
@@ -82,3 +86,26 @@ def test_technique_page_shows_them(client):
     # records without a hyper-parameter switch render too
     page = client.get("/t/axial-attention")
     assert page.status_code == 200 and "Paper and released code" in page.text and "Reproduce with" not in page.text
+
+
+def test_sync_stores_them_and_keeps_them_current_on_records_edited_through_the_api(fresh_settings):
+    engine = make_engine(fresh_settings)
+    upgrade(engine)
+    try:
+        sync(engine, Path(REPO_DATA))
+        with Session(engine) as session:
+            t = session.get(Technique, "slot-attention")
+            assert t.divergences == [d.model_dump(mode="json", exclude_none=True)
+                                     for d in CATALOG.techniques["slot-attention"].divergences]
+            t.edited_via_api = True          # texts edited through the API; divergences are not editable there
+            t.summary = "x" * 90
+            t.divergences = []
+            session.commit()
+        report = sync(engine, Path(REPO_DATA))
+        assert "slot-attention" in report.kept_edited
+        with Session(engine) as session:
+            t = session.get(Technique, "slot-attention")
+            assert t.summary == "x" * 90 and divergences_for(session, "slot-attention") == [
+                d.model_dump(mode="json", exclude_none=True) for d in CATALOG.techniques["slot-attention"].divergences]
+    finally:
+        engine.dispose()
