@@ -27,9 +27,11 @@ def peer(package: str, module: str, stand_ins: dict[str, dict] | None = None):
     """``package.module`` of an installed peer; skip when the package is absent. When the package's own
     ``__init__`` cannot be imported here, the submodule is loaded under a bare package object; modules named
     in ``stand_ins`` (imported by the submodule but not used by what is compared) get inert stand-ins."""
+    name = f"{package}.{module}"
+    if name in sys.modules:
+        return sys.modules[name]
     if importlib.util.find_spec(package) is None:
         pytest.skip(f"{package} is not installed")
-    name = f"{package}.{module}"
     try:
         return importlib.import_module(name)
     except Exception:  # noqa: BLE001 - any failure of the package's own import chain
@@ -42,6 +44,7 @@ def peer(package: str, module: str, stand_ins: dict[str, dict] | None = None):
     spec = importlib.util.find_spec(package)
     bare = types.ModuleType(package)
     bare.__path__ = list(spec.submodule_search_locations)
+    bare.__spec__ = spec
     sys.modules[package] = bare
     try:
         return importlib.import_module(name)
@@ -322,6 +325,41 @@ def test_vit_pytorch_attention_is_pre_norm_with_an_output_bias():
         want = theirs(x)
     close(got, want)
     close(weights.sum(-1), torch.ones(2, heads, 7, dtype=DT))
+
+
+def test_vit_pytorch_encoder_block_and_patch_projection():
+    vit = peer("vit_pytorch", "vit")
+    c, p, e, heads = 3, 4, 16, 4
+    mech, ours = build("vision-transformer", {"x": (2, c, 8, 12)}, patch_size=p, embed_dim=e, heads=heads,
+                       mlp_ratio=2)
+    blk = ours.block
+    with torch.no_grad():
+        blk.qkv.bias.zero_()                                   # the package's to_qkv has no bias
+    attn = vit.Attention(e, heads=heads, dim_head=e // heads).double().eval()
+    ff = vit.FeedForward(e, 2 * e).double().eval()
+    attn.load_state_dict({"norm.weight": blk.norm1.weight, "norm.bias": blk.norm1.bias,
+                          "to_qkv.weight": blk.qkv.weight,
+                          "to_out.0.weight": blk.proj.weight, "to_out.0.bias": blk.proj.bias})
+    ff.load_state_dict({"net.0.weight": blk.norm2.weight, "net.0.bias": blk.norm2.bias,
+                        "net.1.weight": blk.fc1.weight, "net.1.bias": blk.fc1.bias,
+                        "net.4.weight": blk.fc2.weight, "net.4.bias": blk.fc2.bias})
+    embed = vit.ViT(image_size=(8, 12), patch_size=p, num_classes=0, dim=e, depth=1, heads=heads, mlp_dim=2 * e,
+                    channels=c).double().eval().to_patch_embedding
+    # the package flattens a patch as (p1 p2 c); our convolution weight is [E, c, p1, p2]
+    embed[2].weight.data.copy_(ours.patch_embed.weight.permute(0, 2, 3, 1).reshape(e, -1))
+    embed[2].bias.data.copy_(ours.patch_embed.bias)
+    x = torch.randn(2, c, 8, 12, dtype=DT)
+    got = runtime.forward(mech, ours, {"x": x})
+    with torch.no_grad():
+        tokens = embed[2](embed[0](x))                         # patch projection without the package's LayerNorms
+        z = torch.cat([ours.cls_token.expand(2, -1, -1), tokens], dim=1) + ours.pos_embed
+        default_eps = ff(attn(z) + z) + attn(z) + z            # the package's LayerNorms use eps 1e-5
+        attn.norm.eps = ff.net[0].eps = 1e-6                   # ViT's (and timm's) 1e-6
+        z = attn(z) + z
+        z = ff(z) + z
+        assert not torch.allclose(embed(x), tokens)            # the package also normalises patches and tokens
+    close(got["output"], z)
+    assert not torch.allclose(got["output"], default_eps, rtol=1e-10, atol=1e-10)
 
 
 # ------------------------------------------------------------------ performer-pytorch (FAVOR+), in expectation
