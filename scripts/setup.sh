@@ -14,6 +14,12 @@ if [ "${1:-}" = "--test" ]; then
   # matches the CPU torch, and the attention layers compared against do not use it.
   .venv/bin/pip install -q --no-deps 'timm>=1.0'
   .venv/bin/pip install -q pillow huggingface_hub
+  # Public implementations used as test oracles (tests/mechanisms/test_peer_oracles.py), pinned and without their
+  # dependencies, so none of them can pull another torch; only the small pure-Python modules they import are added.
+  .venv/bin/pip install -q --no-deps 'einops==0.8.2' 'axial-positional-embedding==0.3.12' \
+    'perceiver-pytorch==0.11.0' 'axial-attention==0.6.1' 'slot-attention==1.5.2' 'resnest==0.0.5' \
+    'vit-pytorch==1.26.14' 'performer-pytorch==1.1.4' 'fightingcv-attention==1.0.0' \
+    'self-attention-cv==1.2.3'
 else
   .venv/bin/pip install -q "$TORCH" -e .
 fi

@@ -60,6 +60,7 @@ class Technique(SQLModel, table=True):
     verification: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     identification: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     survey_note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    divergences: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     content_hash: str = Field(default="", max_length=64)
     edited_via_api: bool = False  # sync from data/ never overwrites such a record
     updated_at: datetime = _ts()

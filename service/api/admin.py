@@ -175,6 +175,7 @@ def _document(t: Technique, rel: query.Related) -> dict[str, Any]:
         "implementation": {"scope": t.implementation_scope} if t.implementation_scope else None,
         "verification": [dict(v) for v in t.verification], "survey_note": t.survey_note,
         **({"identification": t.identification} if t.identification else {}),
+        "divergences": [dict(d) for d in t.divergences],
     }
 
 

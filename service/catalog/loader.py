@@ -98,6 +98,23 @@ class Identification(_Strict):
     evidence: list[str] = Field(min_length=1)
 
 
+class Divergence(_Strict):
+    """One place where the authors' released code computes something other than the paper says."""
+
+    what: str = Field(min_length=5)
+    paper: str = Field(min_length=5)
+    released_code: str = Field(min_length=5)
+    evidence: HttpUrl  # the released file, pinned to a commit
+    reproduce_with: dict[str, str | int | float | bool] | None = None  # hyper-parameters giving the released form
+
+    @field_validator("evidence")
+    @classmethod
+    def _pinned(cls, v: HttpUrl) -> HttpUrl:
+        if not re.search(r"/(blob|tree|commit)/[0-9a-f]{40}(/|$|#)", v.path or ""):
+            raise ValueError("evidence must link to a file at a full commit hash (.../blob/<40 hex>/path)")
+        return v
+
+
 class TechniqueFile(_Strict):
     slug: str
     name: str = Field(min_length=2)
@@ -119,6 +136,7 @@ class TechniqueFile(_Strict):
     verification: list[Verification] = Field(default_factory=list)
     identification: Identification | None = None
     survey_note: str | None = None
+    divergences: list[Divergence] = Field(default_factory=list)
 
     @field_validator("slug")
     @classmethod

@@ -23,8 +23,8 @@ from .provenance import field_provenance
 SORTS = {"name", "-name", "year", "-year", "slug", "relevance"}
 FIELDS = ("slug", "name", "aliases", "category", "subcategory", "also_in", "year", "summary", "formula",
           "strengths", "limitations", "applications", "complexity", "citation", "related", "has_implementation",
-          "implementation_scope", "survey_note", "verification", "provenance", "identification", "links",
-          "updated_at")
+          "implementation_scope", "survey_note", "verification", "provenance", "identification", "divergences",
+          "links", "updated_at")
 
 
 @dataclass
@@ -256,7 +256,7 @@ def to_public(t: Technique, rel: Related, fields: list[str] | None = None, rank:
         "implementation_scope": t.implementation_scope, "survey_note": t.survey_note,
         "verification": t.verification,
         "provenance": provenance(rel.references.get(t.citekey), t.citekey, t.verification),
-        "identification": t.identification,
+        "identification": t.identification, "divergences": t.divergences,
         "links": {"self": f"{base_url}/techniques/{t.slug}", "html": f"{base_url}/t/{t.slug}",
                   "citation": f"{base_url}/techniques/{t.slug}/citation",
                   "note": f"{base_url}/techniques/{t.slug}/note.md",

@@ -117,7 +117,8 @@ def _write(session: Session, catalog: Catalog, implemented: set[str]) -> SyncRep
             implementation_scope=tf.implementation.scope if tf.implementation else None,
             has_implementation=slug in implemented,
             verification=[verification_record(v) for v in tf.verification],
-            identification=_identification_record(tf), survey_note=tf.survey_note)
+            identification=_identification_record(tf), survey_note=tf.survey_note,
+            divergences=[d.model_dump(mode="json", exclude_none=True) for d in tf.divergences])
         digest = _hash({**values, "applications": tf.applications, "related": tf.related})
         have = existing.get(slug)
         if have is None:
@@ -127,7 +128,7 @@ def _write(session: Session, catalog: Catalog, implemented: set[str]) -> SyncRep
         elif have.edited_via_api:
             report.kept_edited.append(slug)
             # the write API cannot change these; they follow data/ even for an edited record
-            for k in ("has_implementation", "verification", "identification"):
+            for k in ("has_implementation", "verification", "identification", "divergences"):
                 if getattr(have, k) != values[k]:
                     setattr(have, k, values[k])
         elif have.content_hash == digest:

@@ -15,7 +15,9 @@ width_attention [B, heads, H, W, W]. d = C / heads.
   width-axis attention, each with its own weights; heads are concatenated (d * heads = C).
 As in Eq. 4 there is no 1/sqrt(d) scaling and no residual (in Axial-ResNet the pair replaces the 3x3
 conv of a bottleneck, whose 1x1 convs and residual are not part of this block). The released code
-also batch-normalises the three logit terms and the outputs; those BNs are left out.
+differs from Eq. 4 in three ways, none reproduced here: it batch-normalises the q/k/v projection, the
+three logit terms and the two output terms; its queries and keys have half the value width; and it
+looks the relative embeddings up at o - p instead of p - o.
 """
 
 from __future__ import annotations

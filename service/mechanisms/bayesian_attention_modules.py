@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._ops_m4 import merge_heads, split_heads, uniform
 from .base import HyperParam, InputSpec, Mechanism, OutputSpec
+from .heads import merge_heads, split_heads
+from .sampling import uniform
 
 EULER_GAMMA = 0.5772156649015329
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._ops_m2 import divisible, merge_heads, scaled_dot_product, split_heads
 from .base import HyperParam, InputSpec, Mechanism, OutputSpec
+from .heads import divisible, merge_heads, scaled_dot_product, split_heads
 
 
 def kmeans(points: torch.Tensor, clusters: int, iterations: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,6 +12,8 @@ channel_attention X [B, C, C].
   x_ji = exp(A_i . A_j) / sum_i exp(A_i . A_j)   (A_i = channel i as an N-vector)           -> X [B, C, C]
   E^c_j = beta * sum_i x_ji A_i + A_j,  beta a learned scalar (initialised to 0).
 - Fusion (Sec. 3.4): element-wise sum, output = E^p + E^c.
+cam_energy="released" reproduces the authors' CAM_Module, which takes the softmax of
+max_i(A_j . A_i) - A_j . A_i, i.e. softmax over i of -A_j . A_i (the row maximum cancels in the softmax).
 With need_weights=False both softmax products run through scaled_dot_product_attention (scale 1).
 """
 
@@ -25,8 +27,9 @@ from .base import HyperParam, InputSpec, Mechanism, OutputSpec
 
 
 class DualAttention(nn.Module):
-    def __init__(self, channels: int, qk_reduction: int = 8, gain_init: float = 0.0):
+    def __init__(self, channels: int, qk_reduction: int = 8, gain_init: float = 0.0, cam_energy: str = "paper"):
         super().__init__()
+        self.cam_sign = -1.0 if cam_energy == "released" else 1.0
         inner = channels // qk_reduction
         self.conv_b = nn.Conv2d(channels, inner, 1)          # B (taken at the attended positions i)
         self.conv_c = nn.Conv2d(channels, inner, 1)          # C (taken at the output position j)
@@ -44,12 +47,12 @@ class DualAttention(nn.Module):
         if need_weights:
             s = torch.softmax(q @ k.transpose(1, 2), dim=-1)  # Eq. 1: [B, N(j), N(i)]
             pos = s @ v                                        # sum_i s_ji D_i
-            xc = torch.softmax(a @ a.transpose(1, 2), dim=-1)  # Eq. 3: [B, C(j), C(i)]
+            xc = torch.softmax(self.cam_sign * (a @ a.transpose(1, 2)), dim=-1)  # Eq. 3: [B, C(j), C(i)]
             chn = xc @ a                                       # sum_i x_ji A_i
             out.update(position_attention=s, channel_attention=xc)
         else:
             pos = F.scaled_dot_product_attention(q, k, v, scale=1.0)
-            chn = F.scaled_dot_product_attention(a, a, a, scale=1.0)
+            chn = F.scaled_dot_product_attention(self.cam_sign * a, a, a, scale=1.0)
         e_p = self.alpha * pos.transpose(1, 2).reshape(b, c, h, w) + x   # Eq. 2
         e_c = self.beta * chn.reshape(b, c, h, w) + x                    # Eq. 4
         return {"output": e_p + e_c, **out}
@@ -76,13 +79,16 @@ MECHANISM = Mechanism(
         HyperParam("gain_init", "float", 0.0,
                    "initial value of the learned scales alpha and beta (paper: 0, so an untrained block is "
                    "the identity sum 2A; set e.g. 1 to see the attention with seed weights)", -10.0, 10.0),
+        HyperParam("cam_energy", "choice", "paper",
+                   "channel attention energy: paper = softmax(A A^T) (Eq. 3); released = softmax(max(A A^T) - A A^T) "
+                   "as in the authors' code", choices=("paper", "released")),
     ),
-    build=lambda shapes, p: DualAttention(shapes["x"][1], p["qk_reduction"], p["gain_init"]),
+    build=lambda shapes, p: DualAttention(shapes["x"][1], p["qk_reduction"], p["gain_init"], p["cam_energy"]),
     example_shapes={"x": (2, 16, 7, 7)},
     test_shapes=({"x": (1, 8, 5, 3)}, {"x": (3, 32, 1, 1)}),
     constraints=("C // qk_reduction >= 1",),
     check=_check,
     notes="The two attention modules and the sum fusion only; the 3x3 conv-BN-ReLU layers DANet's head puts "
-          "before and after each module are left out. The channel module follows Eq. 3 (softmax of A A^T); "
-          "the released code instead takes the softmax of max(A A^T) - A A^T.",
+          "before and after each module are left out. The channel module follows Eq. 3 (softmax of A A^T) by "
+          "default; cam_energy=released takes the softmax of max(A A^T) - A A^T as the authors' code does.",
 )

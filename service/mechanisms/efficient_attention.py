@@ -21,8 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._ops_m2 import divisible
 from .base import HyperParam, InputSpec, Mechanism, OutputSpec
+from .heads import divisible
 
 
 class EfficientAttention(nn.Module):

@@ -7,8 +7,11 @@ Shapes: x [B, C, H, W] -> output [B, C, H, W], weights [B, C].
 - Squeeze (global average pooling, as in SE): y_c = 1/(HW) * sum_{i,j} x_c(i, j)        -> y [B, C]
 - Local cross-channel interaction (Eq. 4 / Eq. 5): omega = sigmoid(C1D_k(y)), a 1-D convolution of
   kernel size k along the channel axis, zero padded, no bias, one kernel shared by all channels. -> [B, C]
-- Adaptive kernel size (Eq. 12): k = psi(C) = | log2(C)/gamma + b/gamma |_odd, gamma = 2, b = 1
-  (the released code computes t = int(|(log2 C + b)/gamma|) and takes t, or t + 1 when t is even).
+- Adaptive kernel size (Eq. 12): k = psi(C) = | log2(C)/gamma + b/gamma |_odd, gamma = 2, b = 1,
+  computed here as t = int(|(log2 C + b)/gamma|), then t, or t + 1 when t is even.
+  The authors' released code does not compute psi(C): its eca_layer takes a fixed k_size (default 3)
+  and the ImageNet models are trained with per-stage sizes given on the command line (--ksize 3557).
+  kernel_size > 0 fixes k, which reproduces that code.
 - Rescale: output_c = omega_c * x_c.
 """
 
@@ -65,6 +68,7 @@ MECHANISM = Mechanism(
     test_shapes=({"x": (1, 16, 5, 3)}, {"x": (3, 4, 1, 1)}),
     constraints=("kernel_size is 0 (adaptive) or odd",),
     check=_check,
-    notes="k follows the paper's |.|_odd rule; timm's EcaModule additionally clamps k to at least 3, "
-          "which only differs for C < 8 (paper gives k = 1 there).",
+    notes="By default k follows the paper's |.|_odd rule; timm's EcaModule additionally clamps k to at least 3, "
+          "which only differs for C < 8 (paper gives k = 1 there). The authors' code uses a fixed k "
+          "(kernel_size=3, or per stage 3, 5, 5, 7).",
 )

@@ -1,7 +1,10 @@
 """GATCluster clustering head: global cluster branch + Gaussian-attention cluster branch.
 
 Niu, Zhang, Wang, Liang, "GATCluster: Self-Supervised Gaussian-Attention Network for Image Clustering",
-ECCV 2020, Sec. 3, following the released code (GaussianAttentionClusterHead) for the exact layers.
+ECCV 2020, Sec. 3. The layers (feature conv + BN, two-layer MLP classifiers, attention conv with K
+channels) follow the released configs of GaussianAttentionClusterHead; the Gaussian map follows the
+paper (centre (theta_0, theta_1), spread theta_2, row-major grid), not the released
+generate_gaussian_att_map (see self-supervised-gaussian-attention for the differences).
 
 Shapes: features F [B, C, H, W] (backbone output) -> output p [B, K] (cluster assignments).
 - Feature conv: F_c = BN(conv1x1(F))
@@ -52,7 +55,7 @@ def _check(shapes, p):
 MECHANISM = Mechanism(
     slug="gatcluster",
     title="GATCluster head: global cluster assignments plus a Gaussian-attention cluster branch",
-    reference="Niu et al., ECCV 2020 (GATCluster), Sec. 3; layers as in the released code",
+    reference="Niu et al., ECCV 2020 (GATCluster), Sec. 3; layer sizes as in the released configs",
     inputs=(InputSpec("features", ("B", "C", "H", "W"), "backbone feature map"),),
     outputs=(OutputSpec("output", ("B", "K"), "soft cluster assignment p (softmax over K clusters)"),
              OutputSpec("attention_probabilities", ("B", "K"), "assignment p_a from the attended feature",

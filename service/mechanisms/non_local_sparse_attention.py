@@ -5,7 +5,7 @@ Mei, Fan, Zhou, "Image Super-Resolution with Non-Local Sparse Attention", CVPR 2
 Shapes: x [B, C, H, W] -> output [B, C, H, W]; buckets [B, R, N] (hash codes, int64, N = H*W);
 round_weights [B, R, N]; attention [B, N, N] (the effective sparse attention, only when asked for).
 - Embeddings (1x1 convs): match features theta(x) [B, N, C'] (C' = C // reduction) and assembly
-  features g(x) [B, N, C].
+  features g(x) [B, N, C]. (The released code's match embedding is a 3x3 convolution by default.)
 - Spherical LSH (Sec. 3.2, Eq. 6): h(x) = argmax([R x~ ; -R x~]), x~ = x / ||x||, with a random
   Gaussian rotation R [C', m/2] per hashing round (m buckets).
 - Sparse attention (Eqs. 7-8): positions are sorted by (bucket, position) and cut into chunks of
@@ -18,8 +18,9 @@ round_weights [B, R, N]; attention [B, N, N] (the effective sparse attention, on
 - Output: x + y (the residual of the NLSA module).
 Number of buckets m = max(2, min(n + n mod 2, 128)) with n = N // k, as in the released code.
 Simplifications: the rotations are a buffer drawn at build time from the seed (the code redraws them
-at every forward), and an incomplete last chunk is padded with masked slots (the code repeats
-entries); adjacent chunks are de-duplicated when there are fewer than three chunks.
+at every forward), an incomplete last chunk is padded with masked slots (the code repeats
+entries), positions within a bucket keep their order (the code's sort is not stable), and adjacent
+chunks are de-duplicated when there are fewer than three chunks (the code always attends to three).
 """
 
 from __future__ import annotations

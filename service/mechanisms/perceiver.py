@@ -14,6 +14,8 @@ self_attention [B, S, heads, L, L] (S latent self-attention layers).
   A = softmax(Q K^T / sqrt(D)) [B, L, M], z <- z + (A V) W_o; then z <- z + MLP(LN(z)).
 - Latent Transformer (Sec. 2.1): S pre-norm GPT-2-style blocks on the latents,
   z <- z + MHSA(LN(z)); z <- z + MLP(LN(z)); MLP = Linear, GELU, Linear.
+  feed_forward="geglu" uses the GEGLU MLP of the perceiver-pytorch package instead:
+  Linear(D, 2 widening D) -> [a, g], a * GELU(g), Linear(widening D, D).
 
 This is one Perceiver block (the paper stacks several with optional weight sharing and average-pools
 the final latents for classification); paper sizes (L = 512, D = 1024, K = 64, 6 self-attention
@@ -29,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import HyperParam, InputSpec, Mechanism, OutputSpec
+from .heads import scaled_dot_product
 
 
 def fourier_position_features(h: int, w: int, num_bands: int, max_resolution: float,
@@ -42,25 +45,25 @@ def fourier_position_features(h: int, w: int, num_bands: int, max_resolution: fl
 
 
 class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
+    """Linear, GELU, Linear (the paper); with ``geglu`` fc1 has 2 * hidden outputs [a, g] and the
+    activation is a * GELU(g) (the GEGLU feed-forward of the perceiver-pytorch package)."""
+
+    def __init__(self, dim: int, hidden: int, geglu: bool = False):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
+        self.geglu = geglu
+        self.fc1 = nn.Linear(dim, 2 * hidden if geglu else hidden)
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x):
-        return self.fc2(F.gelu(self.fc1(x)))
-
-
-def _attend(q, k, v, need_weights):
-    """q [B, h, L, d], k/v [B, h, M, d] -> ([B, h, L, d], weights [B, h, L, M] or None)."""
-    if not need_weights:
-        return F.scaled_dot_product_attention(q, k, v), None
-    a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
-    return a @ v, a
+        h = self.fc1(x)
+        if self.geglu:
+            a, g = h.chunk(2, dim=-1)
+            return self.fc2(a * F.gelu(g))
+        return self.fc2(F.gelu(h))
 
 
 class CrossAttentionBlock(nn.Module):
-    def __init__(self, latent_dim: int, input_dim: int, mlp_hidden: int):
+    def __init__(self, latent_dim: int, input_dim: int, mlp_hidden: int, geglu: bool = False):
         super().__init__()
         self.norm_latent = nn.LayerNorm(latent_dim)
         self.norm_input = nn.LayerNorm(input_dim)
@@ -69,43 +72,46 @@ class CrossAttentionBlock(nn.Module):
         self.v = nn.Linear(input_dim, latent_dim)
         self.proj = nn.Linear(latent_dim, latent_dim)
         self.norm_mlp = nn.LayerNorm(latent_dim)
-        self.mlp = Mlp(latent_dim, mlp_hidden)
+        self.mlp = Mlp(latent_dim, mlp_hidden, geglu)
 
     def forward(self, z, x, need_weights):
         zn, xn = self.norm_latent(z), self.norm_input(x)
-        o, a = _attend(self.q(zn)[:, None], self.k(xn)[:, None], self.v(xn)[:, None], need_weights)
+        o, a = scaled_dot_product(self.q(zn)[:, None], self.k(xn)[:, None], self.v(xn)[:, None],
+                                  need_weights=need_weights)
         z = z + self.proj(o[:, 0])
         z = z + self.mlp(self.norm_mlp(z))
         return z, None if a is None else a[:, 0]
 
 
 class SelfAttentionBlock(nn.Module):
-    def __init__(self, dim: int, heads: int, mlp_hidden: int):
+    def __init__(self, dim: int, heads: int, mlp_hidden: int, geglu: bool = False):
         super().__init__()
         self.heads = heads
         self.norm1 = nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, mlp_hidden)
+        self.mlp = Mlp(dim, mlp_hidden, geglu)
 
     def forward(self, z, need_weights):
         b, n, d = z.shape
         q, k, v = self.qkv(self.norm1(z)).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        o, a = _attend(q, k, v, need_weights)
+        o, a = scaled_dot_product(q, k, v, need_weights=need_weights)
         z = z + self.proj(o.transpose(1, 2).reshape(b, n, d))
         return z + self.mlp(self.norm2(z)), a
 
 
 class Perceiver(nn.Module):
     def __init__(self, channels: int, num_latents: int, latent_dim: int, num_bands: int,
-                 max_resolution: float, self_layers: int, heads: int, widening: int):
+                 max_resolution: float, self_layers: int, heads: int, widening: int,
+                 feed_forward: str = "gelu"):
         super().__init__()
         self.num_bands, self.max_resolution = num_bands, max_resolution
         input_dim = channels + 2 * (2 * num_bands + 1)
         self.latents = nn.Parameter(torch.randn(num_latents, latent_dim) * 0.02)
-        self.cross = CrossAttentionBlock(latent_dim, input_dim, widening * latent_dim)
-        self.layers = nn.ModuleList(SelfAttentionBlock(latent_dim, heads, widening * latent_dim)
+        geglu = feed_forward == "geglu"
+        self.cross = CrossAttentionBlock(latent_dim, input_dim, widening * latent_dim, geglu)
+        self.layers = nn.ModuleList(SelfAttentionBlock(latent_dim, heads, widening * latent_dim, geglu)
                                     for _ in range(self_layers))
 
     def forward(self, x: torch.Tensor, need_weights: bool = True) -> dict[str, torch.Tensor]:
@@ -150,9 +156,12 @@ MECHANISM = Mechanism(
         HyperParam("self_layers", "int", 2, "latent self-attention layers S per block (paper: 6)", 0, 48),
         HyperParam("heads", "int", 8, "heads of latent self-attention (paper: 8)", 1, 64),
         HyperParam("widening", "int", 1, "MLP hidden size = widening * D", 1, 16),
+        HyperParam("feed_forward", "choice", "gelu", "MLP form: gelu = Linear, GELU, Linear (paper); geglu = "
+                   "Linear to 2x, a * GELU(g), Linear (perceiver-pytorch package)", choices=("gelu", "geglu")),
     ),
     build=lambda shapes, p: Perceiver(shapes["x"][1], p["num_latents"], p["latent_dim"], p["num_bands"],
-                                      p["max_resolution"], p["self_layers"], p["heads"], p["widening"]),
+                                      p["max_resolution"], p["self_layers"], p["heads"], p["widening"],
+                                      p["feed_forward"]),
     example_shapes={"x": (2, 3, 6, 5)},
     test_shapes=({"x": (1, 5, 7, 1)}, {"x": (3, 8, 1, 1)}),
     constraints=("latent_dim divisible by heads",),

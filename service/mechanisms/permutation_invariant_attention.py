@@ -19,8 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._ops_m4 import attend, merge_heads, split_heads
 from .base import HyperParam, InputSpec, Mechanism, OutputSpec
+from .heads import merge_heads, scaled_dot_product, split_heads
 
 
 class Multihead(nn.Module):
@@ -31,7 +31,7 @@ class Multihead(nn.Module):
 
     def forward(self, x, y, need_weights=True):
         q, k, v = (split_heads(f(t), self.heads) for f, t in ((self.q, x), (self.k, y), (self.v, y)))
-        out, w = attend(q, k, v, need_weights)
+        out, w = scaled_dot_product(q, k, v, need_weights=need_weights)
         return self.o(merge_heads(out)), w
 
 

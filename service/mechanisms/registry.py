@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .base import Mechanism
 
-_SKIP = {"base", "registry", "runtime"}
+_SKIP = {"base", "registry", "runtime", "heads", "sampling"}
 
 
 @cache

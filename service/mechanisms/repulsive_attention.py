@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from ._matrix import off_diagonal
-from ._ops_m4 import attend, merge_heads, split_heads
 from .base import HyperParam, InputSpec, Mechanism, OutputSpec
+from .heads import merge_heads, scaled_dot_product, split_heads
 
 
 def repulsion(heads: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,7 +51,7 @@ class RepulsiveAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, need_weights: bool = True) -> dict[str, torch.Tensor]:
         q, k, v = (split_heads(f(x), self.heads) for f in (self.q, self.k, self.v))
-        o, w = attend(q, k, v, need_weights)
+        o, w = scaled_dot_product(q, k, v, need_weights=need_weights)
         kern, force = repulsion(o)
         o = o + self.step * force
         out = self.o(merge_heads(o))

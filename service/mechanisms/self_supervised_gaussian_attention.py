@@ -1,7 +1,13 @@
 """Self-supervised Gaussian attention: the parameterised Gaussian attention module of GATCluster.
 
 Niu, Zhang, Wang, Liang, "GATCluster: Self-Supervised Gaussian-Attention Network for Image Clustering",
-ECCV 2020, Sec. 3 (attention mapping task), following the authors' released code for the exact form.
+ECCV 2020, Sec. 3 (attention mapping task). The layer choices (1x1 conv + BN + ReLU, one dense layer to
+the Gaussian parameters, sigmoid) follow the authors' released configs; the Gaussian itself follows the
+paper, not the released head, which differs in two ways: its generate_gaussian_att_map takes
+theta[:, ::2] as the centre and theta[:, -1] as the spread, so with three parameters the column
+centre is the spread and theta_1 is never used; and its position grid indexes row i at i * H + j,
+which is only right for square maps. Here the centre is (theta_0, theta_1), the spread theta_2, and
+the grid is row-major for any H x W.
 
 Shapes: features F [B, C, H, W] -> output f_a [B, C] (attention-pooled feature).
 - Attention features: F' = ReLU(BN(conv1x1(F)))                  [B, C_a, H, W]
@@ -61,7 +67,7 @@ def _check(shapes, p):
 MECHANISM = Mechanism(
     slug="self-supervised-gaussian-attention",
     title="GATCluster's parameterised Gaussian attention: predicted 2-D Gaussian map and attention pooling",
-    reference="Niu et al., ECCV 2020 (GATCluster), Sec. 3 attention mapping; form as in the released code",
+    reference="Niu et al., ECCV 2020 (GATCluster), Sec. 3 attention mapping (centre and spread as in the paper)",
     inputs=(InputSpec("features", ("B", "C", "H", "W"), "CNN feature map"),),
     outputs=(OutputSpec("output", ("B", "C"), "attended feature f_a = sum_u a(u) F(u)"),
              OutputSpec("attention_map", ("B", "H", "W"), "Gaussian attention a(u) in (0, 1]", attention=True),
@@ -74,8 +80,9 @@ MECHANISM = Mechanism(
     test_shapes=({"features": (1, 4, 1, 5)}, {"features": (3, 16, 7, 3)}),
     constraints=("H*W <= 4096 (the Gaussian-parameter layer is fully connected over positions)",),
     check=_check,
-    notes="The released code uses an isotropic Gaussian with variance lambda*s (the paper also describes a "
-          "correlated variant, not included) and sums (not averages) the weighted features. The "
+    notes="Isotropic Gaussian with variance lambda*s as in the released code (the paper also describes a "
+          "correlated variant, not included); weighted features are summed (not averaged). Centre and "
+          "spread are three separate parameters and the grid is row-major, unlike the released head. The "
           "soft-attention loss (attended-branch prediction pushed toward a sharpened target, "
           "attention_target()) is a training objective; the gatcluster entry returns that target.",
 )

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._ops_m4 import sample_categorical
 from .base import HyperParam, InputSpec, Mechanism, OutputSpec
+from .sampling import sample_categorical
 
 
 class SequentialAttention(nn.Module):

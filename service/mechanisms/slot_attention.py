@@ -6,6 +6,8 @@ Locatello, Weissenborn, Unterthiner, Mahendran, Heigold, Uszkoreit, Dosovitskiy,
 Shapes: x [B, N, D_in] -> output (slots) [B, K, S]; attention [B, K, N] (softmax over slots, last
 iteration); update_weights [B, K, N] (the renormalised weighted-mean coefficients); initial_slots
 [B, K, S] (the sampled initialisation) and log_prob [B] (its log density).
+qkv_bias=True adds biases to the three projections, as some public re-implementations do (the
+authors' TensorFlow code has none).
 - Initialisation: slots ~ N(mu, diag(sigma^2)), mu, log sigma in R^S learned (sampled from the generator).
 - inputs = LayerNorm(inputs); k = inputs W_k, v = inputs W_v (no bias).
 - Repeat T times (Algorithm 1):
@@ -27,7 +29,7 @@ from .base import HyperParam, InputSpec, Mechanism, OutputSpec
 
 class SlotAttention(nn.Module):
     def __init__(self, in_dim: int, num_slots: int = 7, iterations: int = 3, slot_dim: int = 64,
-                 mlp_hidden: int = 128, epsilon: float = 1e-8):
+                 mlp_hidden: int = 128, epsilon: float = 1e-8, qkv_bias: bool = False):
         super().__init__()
         self.num_slots = num_slots
         self.iterations = iterations
@@ -38,9 +40,9 @@ class SlotAttention(nn.Module):
         self.norm_inputs = nn.LayerNorm(in_dim)
         self.norm_slots = nn.LayerNorm(slot_dim)
         self.norm_mlp = nn.LayerNorm(slot_dim)
-        self.to_q = nn.Linear(slot_dim, slot_dim, bias=False)
-        self.to_k = nn.Linear(in_dim, slot_dim, bias=False)
-        self.to_v = nn.Linear(in_dim, slot_dim, bias=False)
+        self.to_q = nn.Linear(slot_dim, slot_dim, bias=qkv_bias)
+        self.to_k = nn.Linear(in_dim, slot_dim, bias=qkv_bias)
+        self.to_v = nn.Linear(in_dim, slot_dim, bias=qkv_bias)
         self.gru = nn.GRUCell(slot_dim, slot_dim)
         self.mlp1 = nn.Linear(slot_dim, mlp_hidden)
         self.mlp2 = nn.Linear(mlp_hidden, slot_dim)
@@ -96,13 +98,15 @@ MECHANISM = Mechanism(
         HyperParam("slot_dim", "int", 64, "slot width S (64 in the paper)", 1, 4096),
         HyperParam("mlp_hidden", "int", 128, "hidden width of the slot MLP (128 in the paper)", 1, 8192),
         HyperParam("epsilon", "float", 1e-8, "added to the attention before the weighted mean", 0.0, 1e-2),
+        HyperParam("qkv_bias", "bool", False, "biases in the q, k, v projections (the paper and the authors' code "
+                   "have none; lucidrains' slot-attention package has them)"),
     ),
     build=lambda shapes, p: SlotAttention(shapes["x"][2], p["num_slots"], p["iterations"], p["slot_dim"],
-                                          p["mlp_hidden"], p["epsilon"]),
+                                          p["mlp_hidden"], p["epsilon"], p["qkv_bias"]),
     example_shapes={"x": (2, 16, 32)},
     test_shapes=({"x": (1, 5, 3)}, {"x": (3, 49, 64)}),
     stochastic=True,
     notes="Stochastic only through the initial slots, drawn from the generator; everything after is "
-          "deterministic. The GRU is PyTorch's GRUCell convention. Projections q, k, v have no bias, as in the "
-          "authors' code. The encoder / decoder around the module are not included.",
+          "deterministic. The GRU is PyTorch's GRUCell convention. Projections q, k, v have no bias by default, as in the "
+          "authors' code (qkv_bias=true adds them). The encoder / decoder around the module are not included.",
 )

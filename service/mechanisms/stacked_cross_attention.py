@@ -15,11 +15,16 @@ Image-Text formulation ("i-t", Sec. 3.1): each region attends to the words
 Pooling of the relevances into the image-sentence similarity:
 - AVG: S = mean_q R_q ;  LSE: S = (1/lambda_2) log sum_q exp(lambda_2 R_q)
 Each batch element b is the pair (image b, sentence b). A 1e-8 is added to the denominators.
+Released-code forms: clip="leaky_relu" replaces [.]_+ by LeakyReLU(0.1) (the authors' default
+raw_feature_norm "clipped_l2norm"); l2_normalise=true L2-normalises the projected regions and the words
+before attending, so the attended vectors are sums of unit vectors (the authors' encoders normalise
+their outputs).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .base import HyperParam, InputSpec, Mechanism, OutputSpec
@@ -33,15 +38,20 @@ def _cos(a, b):
 
 class StackedCrossAttention(nn.Module):
     def __init__(self, region_dim: int, dim: int, direction: str = "t-i", lambda_1: float = 9.0,
-                 pooling: str = "avg", lambda_2: float = 6.0):
+                 pooling: str = "avg", lambda_2: float = 6.0, clip: str = "relu", l2_normalise: bool = False):
         super().__init__()
         self.fc = nn.Linear(region_dim, dim)
         self.direction, self.lambda_1, self.pooling, self.lambda_2 = direction, lambda_1, pooling, lambda_2
+        self.clip, self.l2_normalise = clip, l2_normalise
 
     def forward(self, regions: torch.Tensor, words: torch.Tensor) -> dict[str, torch.Tensor]:
         v = self.fc(regions)                                                        # Eq. 1 [B, R, D]
+        if self.l2_normalise:
+            v = v / (v.norm(dim=-1, keepdim=True) + EPS)
+            words = words / (words.norm(dim=-1, keepdim=True) + EPS)
         norms = v.norm(dim=-1).unsqueeze(2) * words.norm(dim=-1).unsqueeze(1)
-        s = (v @ words.transpose(1, 2) / (norms + EPS)).clamp_min(0)                # [s_ij]_+ [B, R, N]
+        s = v @ words.transpose(1, 2) / (norms + EPS)                               # s_ij [B, R, N]
+        s = s.clamp_min(0) if self.clip == "relu" else F.leaky_relu(s, 0.1)        # [s_ij]_+
         if self.direction == "t-i":
             s = s / (s.pow(2).sum(2, keepdim=True).sqrt() + EPS)                    # over words j
             alpha = torch.softmax(self.lambda_1 * s, dim=1).transpose(1, 2)         # over regions, [B, N, R]
@@ -76,13 +86,19 @@ MECHANISM = Mechanism(
                             "regions) or i-t (regions attend to words)", choices=("t-i", "i-t")),
                  HyperParam("lambda_1", "float", 9.0, "inverse temperature of the attention softmax", 0.0, 100.0),
                  HyperParam("pooling", "choice", "avg", "relevance pooling", choices=("avg", "lse")),
-                 HyperParam("lambda_2", "float", 6.0, "LSE pooling factor", 1e-3, 100.0)),
+                 HyperParam("lambda_2", "float", 6.0, "LSE pooling factor", 1e-3, 100.0),
+                 HyperParam("clip", "choice", "relu", "thresholding of the similarities: relu = [.]_+ (paper); "
+                            "leaky_relu = LeakyReLU(0.1) (authors' code)", choices=("relu", "leaky_relu")),
+                 HyperParam("l2_normalise", "bool", False, "L2-normalise projected regions and words before "
+                            "attending (authors' code)")),
     build=lambda shapes, p: StackedCrossAttention(shapes["regions"][2], shapes["words"][2], p["direction"],
-                                                  p["lambda_1"], p["pooling"], p["lambda_2"]),
+                                                  p["lambda_1"], p["pooling"], p["lambda_2"], p["clip"],
+                                                  p["l2_normalise"]),
     example_shapes={"regions": (2, 6, 20), "words": (2, 5, 16)},
     test_shapes=({"regions": (1, 1, 3), "words": (1, 7, 4)}, {"regions": (3, 9, 8), "words": (3, 2, 8)}),
     notes="Defaults follow the paper's t-i AVG setting (lambda_1 = 9); its i-t LSE setting uses lambda_1 = 4, "
           "lambda_2 = 6. Word features are taken as given (the paper's bi-GRU text encoder is not part of the "
-          "block); region features are projected by Eq. 1 without the L2 normalisation of the released code. "
-          "The paper thresholds with [.]_+; the released code uses a leaky ReLU (0.1) instead.",
+          "block). By default regions are projected by Eq. 1 without the L2 normalisation of the released code "
+          "and similarities are thresholded with [.]_+; clip=leaky_relu and l2_normalise=true give the "
+          "released code's forms.",
 )

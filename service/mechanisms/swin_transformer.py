@@ -22,8 +22,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._ops_m2 import divisible, scaled_dot_product
 from .base import HyperParam, InputSpec, Mechanism, OutputSpec
+from .heads import divisible, scaled_dot_product
 
 
 def relative_position_index(m: int) -> torch.Tensor:

@@ -21,8 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._ops_m2 import divisible, merge_heads, scaled_dot_product, split_heads
 from .base import HyperParam, InputSpec, Mechanism, OutputSpec
+from .heads import divisible, merge_heads, scaled_dot_product, split_heads
 
 
 def sinusoidal_encoding(n: int, d: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:

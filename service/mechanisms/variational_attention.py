@@ -20,8 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._ops_m4 import sample_categorical
 from .base import HyperParam, InputSpec, Mechanism, OutputSpec
+from .sampling import sample_categorical
 
 
 class VariationalAttention(nn.Module):

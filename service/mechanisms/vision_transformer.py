@@ -22,8 +22,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._ops_m2 import divisible, merge_heads, scaled_dot_product, split_heads
 from .base import HyperParam, InputSpec, Mechanism, OutputSpec
+from .heads import divisible, merge_heads, scaled_dot_product, split_heads
 
 
 class ViTBlock(nn.Module):

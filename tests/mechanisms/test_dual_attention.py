@@ -10,7 +10,7 @@ from service.mechanisms import registry, runtime
 MECH = registry.get("dual-attention")
 
 
-def numpy_danet(x, sd):
+def numpy_danet(x, sd, cam_energy="paper"):
     bsz, c, h, w = x.shape
     n = h * w
     out, ss, xs = [], [], []
@@ -28,6 +28,8 @@ def numpy_danet(x, sd):
         xc = np.zeros((c, c))
         for j in range(c):                                                 # x_ji over channels i
             e = np.array([a[i] @ a[j] for i in range(c)])
+            if cam_energy == "released":                                   # softmax(max(E) - E)
+                e = e.max() - e
             e = np.exp(e - e.max())
             xc[j] = e / e.sum()
         ec = sd["beta"][0] * np.stack([sum(xc[j, i] * a[i] for i in range(c)) for j in range(c)]) + a
@@ -82,3 +84,21 @@ def test_position_module_is_permutation_equivariant():
     a = runtime.forward(MECH, module, {"x": x})["output"].flatten(2)[:, :, perm]
     b = runtime.forward(MECH, module, {"x": xp})["output"].flatten(2)
     torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_released_cam_energy_matches_numpy_and_differs_from_eq_3():
+    x = torch.randn(2, 16, 4, 3, dtype=torch.float64) * 0.5
+    module = _module(tuple(x.shape), {"cam_energy": "released"})
+    sd = {k: v.numpy() for k, v in module.state_dict().items()}
+    want = numpy_danet(x.numpy(), sd, cam_energy="released")
+    got = runtime.forward(MECH, module, {"x": x})
+    for name, w in zip(("output", "position_attention", "channel_attention"), want, strict=True):
+        np.testing.assert_allclose(got[name].numpy(), w, rtol=1e-10, atol=1e-12)
+    fused = runtime.forward(MECH, module, {"x": x}, need_weights=False)
+    torch.testing.assert_close(fused["output"], got["output"], rtol=1e-10, atol=1e-12)
+    paper = numpy_danet(x.numpy(), sd)[2]
+    assert np.abs(paper - want[2]).max() > 0.1        # the two energies give different channel maps
+    # the released energy favours the channels least similar to channel j: weight falls as A_j . A_i grows
+    energy = x.flatten(2) @ x.flatten(2).transpose(1, 2)
+    assert torch.equal(got["channel_attention"].argmin(-1), energy.argmax(-1))
+    assert torch.equal(got["channel_attention"].argmax(-1), energy.argmin(-1))

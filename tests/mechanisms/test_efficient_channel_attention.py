@@ -26,7 +26,7 @@ def numpy_eca(x, w):
     return x * s[:, :, None, None], s
 
 
-@pytest.mark.parametrize("c,k", [(64, 0), (40, 5), (7, 0)])
+@pytest.mark.parametrize("c,k", [(64, 0), (40, 5), (7, 0), (256, 0), (256, 3)])
 def test_matches_numpy_equations(c, k):
     x = torch.randn(2, c, 5, 6, dtype=torch.float64)
     params = MECH.validate({"x": tuple(x.shape)}, {"kernel_size": k})
@@ -43,6 +43,24 @@ def test_adaptive_kernel_size_follows_eq_12():
     assert [adaptive_kernel_size(c) for c in (4, 64, 256, 512, 2048)] == [1, 3, 5, 5, 7]
     m = runtime.build_module(MECH, {"x": (1, 256, 3, 3)}, MECH.defaults(), seed=0)
     assert m.state_dict()["conv.weight"].shape == (1, 1, 5)
+
+
+def test_fixed_kernel_of_the_released_code_differs_from_the_adaptive_size():
+    """kernel_size=3 (the released training default) against psi(256) = 5: different gates."""
+    x = torch.randn(2, 256, 3, 3, dtype=torch.float64)
+    fixed = runtime.build_module(MECH, {"x": x.shape}, MECH.resolve_params({"kernel_size": 3}), seed=1,
+                                 dtype=torch.float64)
+    adaptive = runtime.build_module(MECH, {"x": x.shape}, MECH.defaults(), seed=1, dtype=torch.float64)
+    assert fixed.conv.weight.shape[-1] == 3 and adaptive.conv.weight.shape[-1] == 5
+    with torch.no_grad():          # same taps in the middle, two extra taps in the adaptive kernel
+        adaptive.conv.weight.zero_()
+        adaptive.conv.weight[..., 1:4] = fixed.conv.weight
+    a = runtime.forward(MECH, fixed, {"x": x})["weights"]
+    b = runtime.forward(MECH, adaptive, {"x": x})["weights"]
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)      # zero outer taps: the same operator
+    with torch.no_grad():
+        adaptive.conv.weight[..., 0] = 0.5
+    assert not torch.allclose(a, runtime.forward(MECH, adaptive, {"x": x})["weights"])
 
 
 def test_gate_in_unit_interval_and_rejects_even_kernel():

@@ -112,3 +112,49 @@ def test_latent_output_invariant_to_pixel_permutation_when_positions_travel_alon
         a, _ = module.cross(z, byte, True)
         b, _ = module.cross(z, byte[:, perm], True)
     torch.testing.assert_close(a, b)
+
+
+_ERF = np.vectorize(math.erf)
+
+
+def _gelu(x):
+    return 0.5 * x * (1 + _ERF(x / math.sqrt(2)))
+
+
+def numpy_cross_block(byte, sd, geglu):
+    """z_0 + proj(softmax(q k^T / sqrt(D)) v), then + MLP(LN(z)); MLP plain or GEGLU."""
+    z = sd["latents"]
+    q = layer_norm(z, sd["cross.norm_latent.weight"], sd["cross.norm_latent.bias"]) @ sd["cross.q.weight"].T \
+        + sd["cross.q.bias"]
+    xn = layer_norm(byte, sd["cross.norm_input.weight"], sd["cross.norm_input.bias"])
+    k = xn @ sd["cross.k.weight"].T + sd["cross.k.bias"]
+    v = xn @ sd["cross.v.weight"].T + sd["cross.v.bias"]
+    s = np.einsum("ld,bmd->blm", q, k) / math.sqrt(q.shape[-1])
+    a = np.exp(s - s.max(-1, keepdims=True))
+    a /= a.sum(-1, keepdims=True)
+    z = z + np.einsum("blm,bmd->bld", a, v) @ sd["cross.proj.weight"].T + sd["cross.proj.bias"]
+    h = layer_norm(z, sd["cross.norm_mlp.weight"], sd["cross.norm_mlp.bias"]) @ sd["cross.mlp.fc1.weight"].T \
+        + sd["cross.mlp.fc1.bias"]
+    if geglu:
+        half = h.shape[-1] // 2
+        h = h[..., :half] * _gelu(h[..., half:])
+    else:
+        h = _gelu(h)
+    return z + h @ sd["cross.mlp.fc2.weight"].T + sd["cross.mlp.fc2.bias"]
+
+
+def test_feed_forward_forms_match_numpy():
+    """feed_forward=gelu (paper) and geglu (perceiver-pytorch) against the same NumPy block."""
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    outs = {}
+    for form in ("gelu", "geglu"):
+        params = MECH.resolve_params({**PARAMS, "self_layers": 0, "feed_forward": form, "widening": 2})
+        module = runtime.build_module(MECH, {"x": x.shape}, params, seed=1, dtype=torch.float64)
+        sd = {k: v.numpy() for k, v in module.state_dict().items()}
+        assert sd["cross.mlp.fc1.weight"].shape[0] == (64 if form == "geglu" else 32)
+        byte = np.concatenate([x.numpy().reshape(2, 3, 20).transpose(0, 2, 1),
+                               np.broadcast_to(numpy_fourier(4, 5, 3, 10.0), (2, 20, 2 * (2 * 3 + 1)))], axis=-1)
+        got = runtime.forward(MECH, module, {"x": x})["output"].numpy()
+        np.testing.assert_allclose(got, numpy_cross_block(byte, sd, form == "geglu"), rtol=1e-10, atol=1e-12)
+        outs[form] = got
+    assert np.abs(outs["gelu"] - outs["geglu"]).max() > 1e-3

@@ -26,11 +26,12 @@ def _sig(x):
 def numpy_slot_attention(x, slots, sd, iters, eps):
     s = slots.shape[-1]
     inputs = _ln(x, sd["norm_inputs.weight"], sd["norm_inputs.bias"])
-    k, v = inputs @ sd["to_k.weight"].T, inputs @ sd["to_v.weight"].T
+    bias = {n: sd.get(f"to_{n}.bias", 0.0) for n in "qkv"}                # qkv_bias=True only
+    k, v = inputs @ sd["to_k.weight"].T + bias["k"], inputs @ sd["to_v.weight"].T + bias["v"]
     wi, wh, bi, bh = sd["gru.weight_ih"], sd["gru.weight_hh"], sd["gru.bias_ih"], sd["gru.bias_hh"]
     for _ in range(iters):
         prev = slots
-        q = _ln(slots, sd["norm_slots.weight"], sd["norm_slots.bias"]) @ sd["to_q.weight"].T
+        q = _ln(slots, sd["norm_slots.weight"], sd["norm_slots.bias"]) @ sd["to_q.weight"].T + bias["q"]
         logits = np.einsum("bnd,bkd->bnk", k, q) / math.sqrt(s)
         attn = np.exp(logits - logits.max(-1, keepdims=True))
         attn = attn / attn.sum(-1, keepdims=True) + eps                  # softmax over slots
@@ -61,6 +62,21 @@ def test_matches_numpy_algorithm_1():
     np.testing.assert_allclose(got["output"].numpy(), want, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(got["attention"].numpy(), want_attn, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(got["update_weights"].numpy(), want_w, rtol=1e-10, atol=1e-12)
+
+
+def test_qkv_bias_variant_matches_numpy():
+    x = torch.randn(2, 9, 6, dtype=torch.float64)
+    plain, _ = _build(x.shape, num_slots=3, slot_dim=8, mlp_hidden=12)
+    assert "to_q.bias" not in plain.state_dict()
+    module, p = _build(x.shape, num_slots=3, slot_dim=8, mlp_hidden=12, qkv_bias=True)
+    with torch.no_grad():                      # non-zero biases, so leaving one out would show
+        for name in ("to_q", "to_k", "to_v"):
+            getattr(module, name).bias.copy_(torch.randn(8, dtype=torch.float64))
+    got = runtime.forward(MECH, module, {"x": x}, seed=5)
+    sd = {k: v.numpy() for k, v in module.state_dict().items()}
+    want, want_attn, _ = numpy_slot_attention(x.numpy(), got["initial_slots"].numpy(), sd, 3, p["epsilon"])
+    np.testing.assert_allclose(got["output"].numpy(), want, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(got["attention"].numpy(), want_attn, rtol=1e-10, atol=1e-12)
 
 
 def test_sampling_comes_from_the_generator_and_log_prob_matches():

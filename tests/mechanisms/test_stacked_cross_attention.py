@@ -15,10 +15,14 @@ def cos(a, b):
     return a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-8)
 
 
-def numpy_scan(f, e, w, b, direction, l1, pooling, l2):
+def numpy_scan(f, e, w, b, direction, l1, pooling, l2, clip="relu", l2_normalise=False):
     v = f @ w.T + b
+    if l2_normalise:
+        v = v / (np.linalg.norm(v, axis=1, keepdims=True) + 1e-8)
+        e = e / (np.linalg.norm(e, axis=1, keepdims=True) + 1e-8)
     r, n = v.shape[0], e.shape[0]
-    s = np.array([[max(cos(v[i], e[j]), 0.0) for j in range(n)] for i in range(r)])
+    s = np.array([[cos(v[i], e[j]) for j in range(n)] for i in range(r)])
+    s = np.maximum(s, 0.0) if clip == "relu" else np.where(s > 0, s, 0.1 * s)
     if direction == "t-i":
         s = s / (np.sqrt((s ** 2).sum(1, keepdims=True)) + 1e-8)
         att, out, rel = np.zeros((n, r)), np.zeros((n, e.shape[1])), np.zeros(n)
@@ -54,6 +58,28 @@ def test_matches_numpy_equations(direction, pooling, l1):
         np.testing.assert_allclose(got["attention"][bi].numpy(), att, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(got["relevance"][bi].numpy(), rel, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(got["similarity"][bi].item(), sim, rtol=1e-10)
+
+
+@pytest.mark.parametrize("direction", ["t-i", "i-t"])
+def test_released_clip_and_normalisation_match_numpy(direction):
+    regions, words = torch.randn(2, 5, 10, dtype=torch.float64), torch.randn(2, 4, 6, dtype=torch.float64) * 3
+    params = MECH.resolve_params({"direction": direction, "clip": "leaky_relu", "l2_normalise": True})
+    module = runtime.build_module(MECH, {"regions": regions.shape, "words": words.shape}, params, seed=2,
+                                  dtype=torch.float64)
+    sd = {k: v.numpy() for k, v in module.state_dict().items()}
+    got = runtime.forward(MECH, module, {"regions": regions, "words": words})
+    for bi in range(2):
+        out, att, rel, sim = numpy_scan(regions[bi].numpy(), words[bi].numpy(), sd["fc.weight"], sd["fc.bias"],
+                                        direction, 9.0, "avg", 6.0, clip="leaky_relu", l2_normalise=True)
+        np.testing.assert_allclose(got["output"][bi].numpy(), out, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(got["attention"][bi].numpy(), att, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(got["similarity"][bi].item(), sim, rtol=1e-10)
+        # attended vectors are convex combinations of unit vectors
+        assert (np.linalg.norm(out, axis=1) <= 1 + 1e-12).all()
+    paper = runtime.forward(MECH, runtime.build_module(MECH, {"regions": regions.shape, "words": words.shape},
+                                                       MECH.resolve_params({"direction": direction}), seed=2,
+                                                       dtype=torch.float64), {"regions": regions, "words": words})
+    assert not torch.allclose(paper["attention"], got["attention"])
 
 
 def test_shapes_per_direction_and_rows_sum_to_one():

@@ -1,4 +1,4 @@
-"""Small helpers shared by the self-attention mechanisms of part m2 (transformer family and others)."""
+"""Multi-head attention plumbing shared by the token mechanisms: head split/merge, scaled dot product."""
 
 from __future__ import annotations
 
@@ -48,4 +48,5 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
 
 
 def divisible(name_a: str, a: int, name_b: str, b: int) -> list[str]:
+    """A validation message when ``a`` is not a multiple of ``b`` (e.g. dim and heads), else none."""
     return [] if b > 0 and a % b == 0 else [f"{name_a}={a} is not divisible by {name_b}={b}"]
