@@ -173,6 +173,11 @@ class Work:
         return f"https://arxiv.org/abs/{self.arxiv_id}" if self.arxiv_id else None
 
     @property
+    def link(self) -> str | None:
+        """The address every format gives for the paper: its own URL, else its arXiv record."""
+        return self.url or self.arxiv_url
+
+    @property
     def doi_url(self) -> str | None:
         return f"https://doi.org/{self.doi}" if self.doi else None
 
@@ -304,12 +309,25 @@ def _maybe_brace(m: re.Match) -> str:
 
 # --- writing -------------------------------------------------------------------------------------
 
-def _person_list(people: Sequence[dict[str, str]], unicode: bool) -> str:
+_WORD_START_NON_ASCII = re.compile(r"(?:^|(?<=[\s\-~]))([^\x00-\x7f])")
+
+
+def protect_initials(name: str) -> str:
+    """``Łukasz`` -> ``{\\relax Ł}ukasz``: classic BibTeX counts bytes, so a style that abbreviates given
+    names (ieeetr, abbrv) would cut a UTF-8 letter in half; a brace group that starts with a command is one
+    "special character" to BibTeX and is kept whole. Biber reads the same text as the plain letter."""
+    return _WORD_START_NON_ASCII.sub(lambda m: "{\\relax " + m.group(1) + "}", name)
+
+
+def _person_list(people: Sequence[dict[str, str]], unicode: bool, biblatex: bool = False) -> str:
     names = []
     for p in people:
         family, given = p.get("family", "").strip(), p.get("given", "").strip()
         if not unicode:
             family, given = latex_encode(family, escape_specials=True), latex_encode(given, escape_specials=True)
+        elif not biblatex:
+            family, given = protect_initials(unicodedata.normalize("NFC", family)), protect_initials(
+                unicodedata.normalize("NFC", given))
         if not given and " " in family:  # an organisation: keep it one name
             names.append("{" + family + "}")
         elif given:
@@ -329,8 +347,32 @@ def _text_value(work: Work, name: str, unicode: bool) -> str | None:
     return latex_letters_to_unicode(raw) if unicode else latex_encode(raw)
 
 
+_SCRIPT = re.compile(r"([\^_])([^{\\\s$])")
+
+
+def brace_scripts(text: str) -> str:
+    """``$A^2$`` -> ``$A^{2}$`` inside inline math: Zotero's BibTeX import turns ``$X^{y}$`` into
+    ``X<sup>y</sup>`` but keeps ``$A^2$`` as the text ``A^2``; both typeset the same."""
+    if "$" not in text:
+        return text
+    parts = text.split("$")
+    for i in range(1, len(parts), 2):  # odd parts are inside $...$
+        parts[i] = _SCRIPT.sub(r"\1{\2}", parts[i])
+    return "$".join(parts)
+
+
 def bibtex_fields(work: Work, *, biblatex: bool = False, unicode: bool = False) -> tuple[str, dict[str, str]]:
-    """The entry type and the field values (already enclosed in braces, or a bare month macro)."""
+    """The entry type and the field values (already enclosed in braces, or a bare month macro).
+
+    The same paper gets the same data in every format:
+
+    * arXiv papers carry ``eprint``, ``archivePrefix``, ``primaryClass`` (classic styles and natbib) and
+      ``eprinttype = {arxiv}``: Zotero's BibTeX import reads only ``eprint`` with ``eprinttype`` and keeps
+      the id in Extra as ``arXiv: <id>``; it ignores ``archivePrefix``.
+    * a paper without a page of its own gets its arXiv record as ``url``, as in RIS, CSL-JSON and the pages.
+    * an arXiv-only paper is ``@misc`` (what Zotero's own BibTeX export writes for a preprint) with
+      ``howpublished = {arXiv:<id>}``, which every classic style prints; BibLaTeX prints the eprint itself.
+    """
     entry_type = work.entry_type
     values: dict[str, str] = {}
     names = set(work.raw) | set(work.fields) | set(work.persons)
@@ -338,7 +380,7 @@ def bibtex_fields(work: Work, *, biblatex: bool = False, unicode: bool = False) 
         if name in PERSON_FIELDS:
             people = work.persons.get(name)
             if people:
-                values[name] = "{" + _person_list(people, unicode) + "}"
+                values[name] = "{" + _person_list(people, unicode, biblatex) + "}"
             continue
         if name in ("month", "pages", "year"):
             continue
@@ -351,7 +393,7 @@ def bibtex_fields(work: Work, *, biblatex: bool = False, unicode: bool = False) 
         if v is None or not v.strip():
             continue
         if name == "title":
-            v = protect_title(v)
+            v = protect_title(brace_scripts(v))
         values[name] = "{" + v + "}"
     pages = work.pages
     if pages:
@@ -360,12 +402,23 @@ def bibtex_fields(work: Work, *, biblatex: bool = False, unicode: bool = False) 
         values["year"] = "{" + str(work.year) + "}"
     if work.month:
         values["month"] = MONTHS[work.month - 1]
-    if work.arxiv_id and "archiveprefix" not in values:
-        values["archiveprefix"] = "{arXiv}"
+    if work.arxiv_id:
+        values.setdefault("archiveprefix", "{arXiv}")
+        values["eprinttype"] = "{arxiv}"
+    if "url" not in values and work.link:
+        values["url"] = "{" + work.link + "}"
+    if work.is_preprint:
+        entry_type = "misc"
+        values.pop("journal", None)
+        values["howpublished"] = "{arXiv:" + str(work.arxiv_id) + "}"
 
     if biblatex:
         entry_type, values = _to_biblatex(work, entry_type, values)
     return entry_type, values
+
+
+# Fields the BibLaTeX data model does not define for an entry type (``biber --validate-datamodel``).
+_NOT_IN_BIBLATEX_MODEL = {"article": ("publisher", "address", "location")}
 
 
 def _to_biblatex(work: Work, entry_type: str, values: dict[str, str]) -> tuple[str, dict[str, str]]:
@@ -385,8 +438,9 @@ def _to_biblatex(work: Work, entry_type: str, values: dict[str, str]) -> tuple[s
         if "primaryclass" in out:
             out["eprintclass"] = out.pop("primaryclass")
     if work.is_preprint:
-        entry_type = "online"
-        out.pop("journaltitle", None)
+        out.pop("howpublished", None)  # BibLaTeX prints "arXiv: <id>" from eprint
+    for name in _NOT_IN_BIBLATEX_MODEL.get(entry_type, ()):
+        out.pop(name, None)
     return entry_type, out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .bibtex import Work
+from .richtext import csl_markup
 
 MEDIA_TYPE = "application/vnd.citationstyles.csl+json"
 
@@ -31,12 +32,16 @@ def _names(people: list[dict[str, str]]) -> list[dict[str, str]]:
 
 def to_csl(work: Work) -> dict[str, Any]:
     """One CSL-JSON item. arXiv-only papers become ``article`` (Zotero: Preprint) with the repository as
-    publisher and the arXiv id as number; other papers with an arXiv version carry ``arXiv: <id>`` in
-    ``note`` (Zotero: Extra), the convention Zotero itself uses."""
+    publisher and the arXiv id as number.
+
+    ``note`` carries what Zotero keeps only in Extra, one ``Label: value`` line each: ``Citation Key:
+    <key>`` (Zotero's CSL-JSON import ignores ``citation-key`` but reads this line into the item's
+    citation key) and, for papers with an arXiv version, ``arXiv: <id>``. Titles keep inline math as
+    CSL rich text (``A<sup>2</sup>-Nets``), which Zotero stores and citeproc renders."""
     item: dict[str, Any] = {"id": work.key, "citation-key": work.key,
                             "type": "article" if work.is_preprint else _TYPES.get(work.entry_type, "document")}
     if work.title:
-        item["title"] = work.title
+        item["title"] = csl_markup(work.title)
     if work.authors:
         item["author"] = _names(work.authors)
     if work.editors:
@@ -61,15 +66,15 @@ def to_csl(work: Work) -> dict[str, Any]:
         item["issued"] = {"date-parts": [[work.year, work.month] if work.month else [work.year]]}
     if work.doi:
         item["DOI"] = work.doi
-    url = work.url or work.arxiv_url
-    if url:
-        item["URL"] = url
+    if work.link:
+        item["URL"] = work.link
+    note = [f"Citation Key: {work.key}"]
     if work.arxiv_id:
+        note.append(f"arXiv: {work.arxiv_id}")
         if work.is_preprint:
             item["publisher"] = "arXiv"
             item["number"] = f"arXiv:{work.arxiv_id}"
-        else:
-            item["note"] = f"arXiv: {work.arxiv_id}"
+    item["note"] = "\n".join(note)
     return item
 
 

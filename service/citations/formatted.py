@@ -40,6 +40,7 @@ from citeproc import (
     formatter,
 )
 from citeproc import model as _citeproc_model
+from citeproc import string as _citeproc_string
 from citeproc.source.json import CiteProcJSON
 from lxml import etree
 
@@ -134,6 +135,32 @@ def _indexed_get_macro(self, name: str):
 _citeproc_model.CitationStylesElement.get_macro = _indexed_get_macro
 
 
+# --- text case as CSL 1.0.2 and citeproc-js apply it ---------------------------------------------
+
+_original_case = _citeproc_model.TextCased.case
+
+
+def _case(self, text, language=None):
+    """citeproc-py skips ``text-case="title"`` unless the item's language is exactly ``en``; labels
+    pass no language at all, so APA's "(eds.)" stayed lower case. Title case applies to English
+    (any region) and to items without a language in an English style, as in citeproc-js."""
+    if language is None:
+        language = (self.get_root().get("default-locale") or "en")[:2]
+    return _original_case(self, text, "en" if str(language).lower().startswith("en") else language)
+
+
+def _capitalize_first(self):
+    """CSL: capitalize-first changes the first word only when it is all lower case (``arXiv`` stays)."""
+    words = self.split()
+    if not words or not words[0].islower():
+        return self
+    return self.__class__(self[0].upper() + self[1:])
+
+
+_citeproc_model.TextCased.case = _case
+_citeproc_string.String.capitalize_first = _capitalize_first
+
+
 # --- loading styles ----------------------------------------------------------------------------
 
 def _q(tag: str) -> str:
@@ -205,8 +232,29 @@ def _punctuation_in_quote(style_root: etree._Element, locale: str) -> str | None
 
 # --- rendering -----------------------------------------------------------------------------------
 
+# CSL rich text in variables (``A<sup>2</sup>``): citeproc-py would print the tags as text, so they
+# travel through it as private-use characters and come out as tags in HTML and as nothing in text,
+# which is what citeproc-js does.
+_RICH_TAGS = {"<sup>": "\ue000", "</sup>": "\ue001", "<sub>": "\ue002", "</sub>": "\ue003",
+              "<i>": "\ue004", "</i>": "\ue005", "<b>": "\ue006", "</b>": "\ue007"}
+_RICH_BACK = {v: k for k, v in _RICH_TAGS.items()}
+_RICH_RE = re.compile("|".join(re.escape(t) for t in _RICH_TAGS))
+
+
+def _shield(value: Any) -> Any:
+    if isinstance(value, str) and "<" in value:
+        return _RICH_RE.sub(lambda m: _RICH_TAGS[m.group(0)], value)
+    return value
+
+
+def _unshield(text: str, output: Output) -> str:
+    if not any(c in text for c in _RICH_BACK):
+        return text
+    return "".join(_RICH_BACK.get(c, c) if output == "html" else ("" if c in _RICH_BACK else c) for c in text)
+
+
 def _for_citeproc(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in item.items() if k not in _NOT_RENDERED}
+    return {k: _shield(v) for k, v in item.items() if k not in _NOT_RENDERED}
 
 
 def _fix(text: str, loaded: _Loaded, output: Output) -> str:
@@ -249,7 +297,7 @@ def _render(style_name: str, locale: str, output: Output, items_json: str) -> tu
             bib.register(Citation([CitationItem(item["id"])]))
         bib.sort()
         entries = [str(e) for e in bib.bibliography()]
-    return tuple(_with_label(_fix(text, loaded, output), loaded, number, output)
+    return tuple(_with_label(_unshield(_fix(text, loaded, output), output), loaded, number, output)
                  for number, text in enumerate(entries, start=1))
 
 

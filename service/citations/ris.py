@@ -2,12 +2,21 @@
 
 Each record starts with ``TY`` and ends with ``ER``; every line is ``XX  - value`` (tag, two spaces,
 hyphen, space) and lines end with CR LF, as the RIS specification asks. Tags are chosen so that
-Zotero's RIS import puts each value in the matching Zotero field (see ``ZOTERO_FIELDS``).
+Zotero's RIS import puts each value in the matching Zotero field (see ``ZOTERO_FIELDS``):
+
+* a conference paper's proceedings title goes in ``C3`` only: Zotero reads ``T2`` of a ``CONF`` record
+  as the conference name, which these references do not record separately;
+* the citation key and the arXiv id go in ``M2`` lines (``Citation Key: <key>``, ``arXiv: <id>``),
+  which Zotero appends to Extra; ``DB``/``AN`` would land in Archive / Loc. in Archive instead;
+* titles are plain text with Unicode super/subscripts (``A²-Nets``): Zotero strips HTML tags from RIS;
+* an arXiv-only paper is ``GEN`` (Zotero: Journal Article; RIS has no preprint type, and ``GEN`` is
+  what Zotero's own RIS export writes for a Preprint item) with arXiv as publisher.
 """
 
 from __future__ import annotations
 
 from .bibtex import Work
+from .richtext import plain_text
 
 MEDIA_TYPE = "application/x-research-info-systems"
 EOL = "\r\n"
@@ -21,11 +30,12 @@ _TYPES = {
 # Which Zotero field Zotero's RIS import fills from each tag written here.
 ZOTERO_FIELDS = {
     "TY": "Item Type (JOUR: Journal Article, CONF: Conference Paper, BOOK, CHAP: Book Section, ...)",
-    "TI": "Title", "AU": "Author (one creator per line)", "A2": "Editor", "T2": "Publication (JOUR) / "
-    "Conference Name (CONF)", "C3": "Proceedings Title (CONF)", "T3": "Series", "VL": "Volume", "IS": "Issue",
+    "TI": "Title", "AU": "Author (one creator per line)", "A2": "Editor",
+    "T2": "Publication (JOUR) / Book Title (CHAP) / Conference Name (CONF, not written)",
+    "C3": "Proceedings Title (CONF)", "T3": "Series", "VL": "Volume", "IS": "Issue",
     "SP": "Pages (start)", "EP": "Pages (end)", "PY": "Date (year)", "DA": "Date", "PB": "Publisher",
-    "CY": "Place", "C1": "Place (CONF)", "DO": "DOI", "UR": "URL", "DB": "Archive", "AN": "Loc. in Archive",
-    "SN": "ISBN / ISSN", "M2": "Extra",
+    "CY": "Place", "C1": "Place (CONF)", "DO": "DOI", "UR": "URL", "SN": "ISBN / ISSN",
+    "M2": "Extra (one line per M2 tag)",
 }
 
 
@@ -37,19 +47,18 @@ def _line(tag: str, value: str | None) -> str | None:
 
 
 def record(work: Work) -> list[str]:
-    ty = "JOUR" if work.is_preprint else _TYPES.get(work.entry_type, "GEN")
-    lines: list[str | None] = [_line("TY", ty), _line("TI", work.title)]
+    ty = "GEN" if work.is_preprint else _TYPES.get(work.entry_type, "GEN")
+    lines: list[str | None] = [_line("TY", ty), _line("TI", plain_text(work.title))]
     for p in work.authors:
         lines.append(_line("AU", ", ".join(x for x in (p.get("family", ""), p.get("given", "")) if x)))
     for p in work.editors:
         lines.append(_line("A2", ", ".join(x for x in (p.get("family", ""), p.get("given", "")) if x)))
     container = work.container
-    if container:
-        lines.append(_line("T2", container))
+    if container and not work.is_preprint:
         if ty == "CONF":
             lines.append(_line("C3", container))
-        elif ty == "CHAP":
-            lines.append(_line("BT", container))
+        else:
+            lines.append(_line("T2", container))
     lines.append(_line("T3", work.text("series")))
     lines.append(_line("VL", work.text("volume")))
     lines.append(_line("IS", work.text("number")))
@@ -65,11 +74,10 @@ def record(work: Work) -> list[str]:
     lines.append(_line("C1" if ty == "CONF" else "CY", work.text("address")))
     lines.append(_line("SN", work.text("isbn") or work.text("issn")))
     lines.append(_line("DO", work.doi))
-    lines.append(_line("UR", work.url or work.arxiv_url))
-    if work.arxiv_id:
-        lines.append(_line("DB", "arXiv"))
-        lines.append(_line("AN", f"arXiv:{work.arxiv_id}"))
+    lines.append(_line("UR", work.link))
     lines.append(_line("M2", f"Citation Key: {work.key}"))
+    if work.arxiv_id:
+        lines.append(_line("M2", f"arXiv: {work.arxiv_id}"))
     lines.append("ER  - ")
     return [x for x in lines if x is not None]
 

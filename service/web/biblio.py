@@ -15,48 +15,17 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from ..citations.richtext import plain_text
 from ..models import Reference
+
+__all__ = ["plain_text"]
 
 ARXIV_ABS = "https://arxiv.org/abs/{}"
 ARXIV_PDF = "https://arxiv.org/pdf/{}"
 DOI_URL = "https://doi.org/{}"
 
-_SUPERSCRIPT = str.maketrans("0123456789+-=()ni", "⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻⁼⁽⁾ⁿⁱ")
-_SUBSCRIPT = str.maketrans("0123456789+-=()", "₀₁₂₃₄₅₆₇₈₉₊₋₌₍₎")
-_SCRIPT = re.compile(r"([\^_])(?:\{([^{}]*)\}|([0-9A-Za-z]))")
-_MATH = re.compile(r"\$([^$]*)\$")
-_COMMAND_ARG = re.compile(r"\\[A-Za-z]+\s*\{([^{}]*)\}")
-_COMMAND = re.compile(r"\\[A-Za-z]+\s*")
 _PAGE_SPLIT = re.compile(r"\s*(?:--|–|—|-)\s*")
 _RAW_URL = re.compile(r"\burl\s*=\s*[{\"]([^}\"]*)[}\"]", re.IGNORECASE)
-
-
-def _math_to_text(body: str) -> str:
-    def script(m: re.Match) -> str:
-        mark, group, single = m.groups()
-        text = group if group is not None else single
-        table = _SUPERSCRIPT if mark == "^" else _SUBSCRIPT
-        converted = text.translate(table)
-        # keep the TeX form when a character has no Unicode super/subscript
-        if all(c != o or c.isspace() for c, o in zip(converted, text, strict=True)):
-            return converted
-        return f"{mark}{text}"
-
-    body = _COMMAND_ARG.sub(r"\1", body)
-    body = _SCRIPT.sub(script, body)
-    return _COMMAND.sub("", body)
-
-
-def plain_text(value: str | None) -> str:
-    """A bibliographic string for people and reference managers: inline math such as ``$A^2$`` becomes
-    ``A²``, left-over braces and LaTeX commands are dropped, and white space is collapsed."""
-    if not value:
-        return ""
-    if not any(c in value for c in "${}\\"):
-        return " ".join(value.split())
-    value = _MATH.sub(lambda m: _math_to_text(m.group(1)), value)
-    value = value.replace("{", "").replace("}", "")
-    return re.sub(r"\s+", " ", value).strip()
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,24 @@ def original():
     return entries
 
 
+def _exported_form(entry) -> tuple[str, dict[str, str]]:
+    """What the export adds to an entry of data/references.bib, stated independently of the exporter:
+    arXiv papers gain ``eprinttype = {arxiv}`` (Zotero reads the id from it), a paper without a URL gets
+    its arXiv record, and an arXiv-only ``@article`` (journal "arXiv preprint") becomes ``@misc`` with
+    ``howpublished = {arXiv:<id>}`` and no journal."""
+    fields = dict(entry.fields)
+    entry_type = entry.entry_type
+    eprint = fields.get("eprint")
+    if eprint:
+        fields["eprinttype"] = "arxiv"
+        fields.setdefault("url", f"https://arxiv.org/abs/{eprint}")
+        if entry_type == "article" and fields.get("journal", "").lower().startswith("arxiv"):
+            entry_type = "misc"
+            del fields["journal"]
+            fields["howpublished"] = f"arXiv:{eprint}"
+    return entry_type, fields
+
+
 def _entries(text: str) -> dict[str, str]:
     """Each entry's text by key."""
     return {m.group(2): m.group(0) for m in re.finditer(r"@(\w+)\{([^,]+),.*?\n\}", text, re.S)}
@@ -44,8 +62,7 @@ def test_whole_library_round_trips_through_bibtexparser(library_bib, original):
     assert set(exported) == set(original)  # every reference, the survey included
     for key, entry in original.items():
         back = exported[key]
-        assert back.entry_type == entry.entry_type, key
-        assert back.fields == entry.fields, key  # decoded values, braces removed
+        assert (back.entry_type, back.fields) == _exported_form(entry), key  # decoded values, braces removed
         assert back.persons == entry.persons, key
 
 
@@ -67,11 +84,19 @@ def _pybtex_view(text: str, decode: bool = False) -> dict[str, tuple]:
     return out
 
 
-def test_whole_library_round_trips_through_pybtex(library_bib):
+def test_whole_library_round_trips_through_pybtex(library_bib, original):
     exported, source = _pybtex_view(library_bib), _pybtex_view(ORIGINAL)
     assert set(exported) == set(source)
     for key in source:
-        assert exported[key] == source[key], key
+        entry_type, fields, persons = source[key]
+        added_type, added = _exported_form(original[key])
+        expected_fields = {**fields, **{k: v for k, v in added.items() if k not in original[key].fields}}
+        if added_type != original[key].entry_type:
+            entry_type = added_type
+            expected_fields.pop("journal")
+        if "title" in expected_fields:
+            expected_fields["title"] = expected_fields["title"].replace("$A^2$", "$A^{2}$")
+        assert exported[key] == (entry_type, expected_fields, persons), key
 
 
 def test_pybtex_reads_the_same_people_as_the_database(library_bib, original):
@@ -83,11 +108,12 @@ def test_pybtex_reads_the_same_people_as_the_database(library_bib, original):
 
 def test_unicode_variant_round_trips_and_keeps_utf8(client, original):
     text = client.get("/export", params={"format": "bibtex", "unicode": "true"}).text
-    assert "Kaiser, Łukasz" in text and "Fleuret, François" in text
+    # a non-ASCII initial is one brace group, so that classic BibTeX abbreviates it whole (ieeetr: "Ł.")
+    assert "Kaiser, {\\relax Ł}ukasz" in text and "Fleuret, François" in text
     exported, problems = parse_bibtex(text, "export.bib")
     assert problems == []
     for key, entry in original.items():
-        assert exported[key].fields == entry.fields, key
+        assert exported[key].fields == _exported_form(entry)[1], key
         assert exported[key].persons == entry.persons, key
 
 
@@ -123,7 +149,8 @@ def test_colliding_keys_get_better_bibtex_postfixes():
 def test_titles_keep_protective_braces_and_math(library_bib):
     entries = _entries(library_bib)
     assert "title         = {{CBAM}: Convolutional Block Attention Module}," in entries["wooCBAMConvolutionalBlock2018"]
-    assert "{{$A^2$-Nets}: Double Attention Networks}" in entries["chenA2NetsDoubleAttention2018"]
+    # $A^{2}$ (not $A^2$): Zotero's BibTeX import reads only the braced form as a superscript
+    assert "{{$A^{2}$-Nets}: Double Attention Networks}" in entries["chenA2NetsDoubleAttention2018"]
     assert "{Fast {Transformers} with Clustered Attention}" in entries["vyasFastTransformersClustered2020"]
 
 
@@ -166,6 +193,10 @@ def test_biblatex_variant(client):
     survey = client.get("/export", params={"format": "biblatex", "category": "hard"}).text
     assert re.search(r"journaltitle\s+= \{Information Fusion\}", survey)
     inverse = client.get("/techniques/inverse-attention/citation", params={"format": "biblatex"}).text
-    assert inverse.startswith("@online{sindagiInverseAttentionGuided2019,")  # arXiv-only paper
+    # an arXiv-only paper: @misc (Zotero: Document, with the id in Extra), not @online (Zotero: Web Page)
+    assert inverse.startswith("@misc{sindagiInverseAttentionGuided2019,")
+    assert re.search(r"eprint\s+= \{1907\.01193\}", inverse) and "howpublished" not in inverse
+    survey_entry = _entries(survey)["hassaninVisualAttentionMethods2022"]
+    assert "publisher" not in survey_entry  # not in BibLaTeX's data model for @article
     lib = bibtexparser.parse_string(survey)
     assert not lib.failed_blocks

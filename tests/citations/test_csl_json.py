@@ -43,7 +43,8 @@ def test_items_carry_the_reference(items):
     assert cbam["container-title"] == "Proceedings of the European Conference on Computer Vision (ECCV)"
     assert cbam["issued"] == {"date-parts": [[2018, 9]]}
     assert cbam["page"] == "3-19"
-    assert by_id["liExpectationMaximizationAttentionNetworks2019"]["note"] == "arXiv: 1907.13426"
+    ema = by_id["liExpectationMaximizationAttentionNetworks2019"]
+    assert ema["note"] == "Citation Key: liExpectationMaximizationAttentionNetworks2019\narXiv: 1907.13426"
     assert cbam["citation-key"] == "wooCBAMConvolutionalBlock2018"
     transformer = by_id["vaswaniAttentionAllYou2017"]
     assert transformer["author"][6] == {"family": "Kaiser", "given": "Łukasz"}
