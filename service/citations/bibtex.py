@@ -26,6 +26,7 @@ from bibtexparser.library import Library
 from bibtexparser.model import Entry, Field
 from pylatexenc.latex2text import LatexNodes2Text
 from pylatexenc.latexencode import UnicodeToLatexEncoder
+from pylatexenc.latexwalker import LatexWalker, get_default_latex_context_db
 
 from ..models import Reference
 from .keys import better_bibtex_key, postfixes
@@ -227,10 +228,16 @@ _ENC_ALL = UnicodeToLatexEncoder(non_ascii_only=False, replacement_latex_protect
 _DASHES = {"\u2013": "--", "\u2014": "---", "\u00a0": "~"}
 
 
+_PLAIN_ASCII = re.compile(r"[A-Za-z0-9 .,;:!?()\[\]/'@+=*<>|\-]*")
+
+
+@lru_cache(maxsize=65536)
 def latex_encode(text: str, *, escape_specials: bool = False) -> str:
     """Non-ASCII letters as LaTeX commands (``Grün`` -> ``Gr{\\"u}n``); en and em dashes as ``--``/``---``.
 
     With ``escape_specials`` (for plain text that never was LaTeX) ``& % # _ $`` are escaped too."""
+    if _PLAIN_ASCII.fullmatch(text):
+        return text  # nothing to encode: skip pylatexenc, which sets up its state on every call
     text = unicodedata.normalize("NFC", text)
     for ch, rep in _DASHES.items():
         text = text.replace(ch, rep)
@@ -246,16 +253,24 @@ _ACCENT = r"\\(?:[`'^\"~=.]|[cvuHkrdbt](?![A-Za-z]))\s*(?:\{\s*(?:\\[ij]|[A-Za-z
 _LETTER = r"\\(?:ss|ae|AE|oe|OE|aa|AA|[LlOoij])(?![A-Za-z])(?:\{\})?"
 _MACRO_RE = re.compile(r"\{\s*(?:" + _ACCENT + "|" + _LETTER + r")\s*\}|" + _ACCENT + "|" + _LETTER)
 _DECODER = LatexNodes2Text()
+_WALKER_DB = get_default_latex_context_db()  # built once: LatexWalker would build it on every call
 
 
+@lru_cache(maxsize=8192)
+def _letter(macro: str) -> str:
+    """One accent or special-letter command as its Unicode letter (the command itself if it has none)."""
+    walker = LatexWalker(macro, latex_context=_WALKER_DB, tolerant_parsing=True)
+    decoded = _DECODER.nodelist_to_text(walker.get_latex_nodes()[0])
+    return decoded if decoded and not decoded.isspace() else macro
+
+
+@lru_cache(maxsize=65536)
 def latex_letters_to_unicode(text: str) -> str:
     """Turn accent and special-letter commands into Unicode letters, leaving every other brace, math and
-    command in place: ``{CBAM}: Fran{\\c{c}}ois`` -> ``{CBAM}: François``."""
-    def repl(m: re.Match) -> str:
-        decoded = _DECODER.latex_to_text(m.group(0))
-        return decoded if decoded and not decoded.isspace() else m.group(0)
-
-    return unicodedata.normalize("NFC", _MACRO_RE.sub(repl, text))
+    command in place: ``{CBAM}: Fran{\\c{c}}ois`` -> ``{CBAM}: François``. Linear in the length."""
+    if "\\" not in text:
+        return unicodedata.normalize("NFC", text)
+    return unicodedata.normalize("NFC", _MACRO_RE.sub(lambda m: _letter(m.group(0)), text))
 
 
 def protect_title(title: str) -> str:

@@ -21,11 +21,13 @@ from typing import Any, Literal
 
 import bibtexparser
 import pylatexenc.latex2text
+import pylatexenc.latexwalker
 from bibtexparser.middlewares.names import InvalidNameError, parse_single_name_into_parts, split_multiple_persons_names
 from bibtexparser.model import DuplicateBlockKeyBlock, Entry, ParsingFailedBlock
 from pylatexenc.latex2text import MacroTextSpec
 from pylatexenc.latexencode import UnicodeToLatexEncoder
 
+from .bibtex import latex_letters_to_unicode
 from .keys import better_bibtex_key, postfixes
 
 OnConflict = Literal["error", "replace", "skip"]
@@ -74,6 +76,14 @@ def _make_decoder() -> pylatexenc.latex2text.LatexNodes2Text:
 
 
 _DECODER = _make_decoder()
+# The parser's own table of macros, built once: LatexWalker builds its default table on every call,
+# which costs more than decoding a short value.
+_WALKER_DB = pylatexenc.latexwalker.get_default_latex_context_db()
+
+
+def _latex_to_text(latex: str) -> str:
+    walker = pylatexenc.latexwalker.LatexWalker(latex, latex_context=_WALKER_DB, tolerant_parsing=True)
+    return _DECODER.nodelist_to_text(walker.get_latex_nodes()[0])
 _NEEDS_LATEX = re.compile(r"[\\$~]|``|''")
 _BARE_SPECIAL = re.compile(r"(?<!\\)([&%#])")
 _NEEDS_ENCODING = re.compile(r"[^A-Za-z0-9 .,;:!?()\[\]/'\-+=*@<>|]")
@@ -81,14 +91,81 @@ _ENCODER = UnicodeToLatexEncoder(non_ascii_only=False, replacement_latex_protect
                                  unknown_char_policy="keep", unknown_char_warning=False)
 
 
+_CHUNK = 1024  # characters handed to the LaTeX parser at a time
+_ENDS_WITH_COMMAND = re.compile(r"\\(?:[A-Za-z]+|[^A-Za-z])$")
+
+
+def latex_chunks(value: str, size: int = _CHUNK) -> list[str]:
+    """``value`` cut into pieces of about ``size`` characters at places where LaTeX text can be split
+    without changing its meaning: white space outside braces and math that does not follow a command
+    (whose argument may come after the space). The parser's cost grows faster than the length of its
+    input, so decoding piece by piece keeps the whole decoding linear. A piece without such a place is
+    kept whole only up to 16 times ``size``, then cut at a brace group's end."""
+    if len(value) <= size:
+        return [value]
+    pieces: list[str] = []
+    start = depth = 0
+    in_math = False
+    last_cut = None  # the best cut seen in the current piece
+    i, n = 0, len(value)
+    while i < n:
+        ch = value[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth = max(0, depth - 1)
+            if depth == 0 and not in_math and i + 1 - start >= 16 * size and value[i + 1:i + 2] not in ("{", "["):
+                last_cut = i + 1
+        elif ch == "$":
+            in_math = not in_math
+        elif ch.isspace() and depth == 0 and not in_math and not _ENDS_WITH_COMMAND.search(value[max(start, i - 40):i]):
+            last_cut = i
+        if last_cut is not None and i - start >= size:
+            pieces.append(value[start:last_cut])
+            start, last_cut = last_cut, None
+        i += 1
+    pieces.append(value[start:])
+    return pieces
+
+
+_ESCAPED = re.compile(r"\\([&%#_$])")
+_FORMATTING = re.compile(r"\\(?:textbf|textit|emph|textsc|texttt|textrm|textsf|textup|textmd|textsl|url|mbox)\s*(?=\{)")
+_TEXT_SPECIALS = (("---", "\u2014"), ("--", "\u2013"), ("``", "\u201c"), ("''", "\u201d"), ("!`", "\u00a1"),
+                  ("?`", "\u00bf"), ("~", " "))
+
+
+def _decode_common(value: str) -> str | None:
+    """The constructs nearly every .bib file uses, decoded with regular expressions in one pass each:
+    accent and special-letter commands, escaped specials, font commands (their text is kept), dashes
+    and quotes. None when something else is left (math, other commands): then the LaTeX parser runs."""
+    value = latex_letters_to_unicode(value)
+    value = _FORMATTING.sub("", value)
+    if "\\" in _ESCAPED.sub("", value) or "$" in _ESCAPED.sub("", value):
+        return None
+    value = _ESCAPED.sub(r"\1", value)
+    for latex, text in _TEXT_SPECIALS:
+        value = value.replace(latex, text)
+    return value
+
+
 def decode_latex(value: str) -> str:
     """A BibTeX value as Unicode text: LaTeX accents and escapes decoded, protective braces removed,
-    ``--``/``---`` as dashes, whitespace collapsed. Plain values skip the (slow) LaTeX parser."""
-    if _NEEDS_LATEX.search(value):
-        try:
-            value = _DECODER.latex_to_text(_BARE_SPECIAL.sub(r"\\\1", value))
-        except Exception:  # noqa: BLE001 - an odd construct keeps its source text rather than failing the import
-            pass
+    ``--``/``---`` as dashes, whitespace collapsed. Plain values skip the (slow) LaTeX parser; long
+    values go through it in pieces (:func:`latex_chunks`), so the time is linear in the length."""
+    common = _decode_common(value) if _NEEDS_LATEX.search(value) else None
+    if common is not None:
+        value = common
+    elif _NEEDS_LATEX.search(value):
+        out = []
+        for piece in latex_chunks(value):
+            try:
+                out.append(_latex_to_text(_BARE_SPECIAL.sub(r"\\\1", piece)))
+            except Exception:  # noqa: BLE001 - an odd construct keeps its source text rather than failing
+                out.append(piece)
+        value = " ".join(out)
     else:
         value = value.replace("---", "\u2014").replace("--", "\u2013")
     return " ".join(value.replace("{", "").replace("}", "").split())

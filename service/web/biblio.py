@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from ..citations.bibtex import work_from
 from ..citations.richtext import plain_text
 from ..models import Reference
 
@@ -52,6 +53,7 @@ class Paper:
     title: str
     authors: tuple[Person, ...]
     year: str | None
+    month: int | None
     journal: str | None
     proceedings: str | None  # booktitle of a conference paper or chapter
     volume: str | None
@@ -67,6 +69,14 @@ class Paper:
     url: str | None
     isbn: str | None
     issn: str | None
+    editors: tuple[Person, ...] = ()
+
+    @property
+    def date(self) -> str | None:
+        """``2018`` or, with the month, ``2018/09`` (Highwire's date form)."""
+        if not self.year:
+            return None
+        return f"{self.year}/{self.month:02d}" if self.month else self.year
 
     @property
     def doi_url(self) -> str | None:
@@ -119,36 +129,41 @@ def _kind(ref: Reference) -> str:
 
 
 def paper_from_reference(ref: Reference) -> Paper:
+    """The page's view of a reference. Identifiers, month and link follow the same rules as the exports
+    (:class:`service.citations.bibtex.Work`), so a page and an export never disagree."""
     f = ref.fields
+    work = work_from(ref)
 
     def get(name: str) -> str | None:
         return plain_text(f.get(name)) or None
 
     first, last = split_pages(f.get("pages"))
-    arxiv = None
-    prefix = (f.get("archiveprefix") or f.get("eprinttype") or "").lower()
-    if f.get("eprint") and prefix == "arxiv":
-        arxiv = f["eprint"].strip()
     doi = (f.get("doi") or "").strip() or None
     if doi:
         doi = re.sub(r"^(?:https?://(?:dx\.)?doi\.org/|doi:)", "", doi, flags=re.IGNORECASE)
     year = (f.get("year") or "").strip() or None
+    url = _raw_url(ref) or work.arxiv_url or (DOI_URL.format(doi) if doi else None)
     return Paper(
-        citekey=ref.citekey, kind=_kind(ref), title=plain_text(f.get("title")),
-        authors=tuple(Person(plain_text(p.get("family")), plain_text(p.get("given")))
-                      for p in ref.persons.get("author", [])),
-        year=year, journal=get("journal"), proceedings=get("booktitle"), volume=get("volume"), issue=get("number"),
+        citekey=ref.citekey, kind=_kind(ref), title=plain_text(work.title or f.get("title")),
+        authors=_people(ref.persons.get("author", [])), editors=_people(ref.persons.get("editor", [])),
+        year=year, month=work.month, journal=None if work.is_preprint else get("journal"),
+        proceedings=get("booktitle"), volume=get("volume"), issue=get("number"),
         pages=get("pages"), first_page=first, last_page=last, publisher=get("publisher"), place=get("address"),
-        series=get("series"), doi=doi, arxiv_id=arxiv, url=_raw_url(ref), isbn=get("isbn"), issn=get("issn"),
+        series=get("series"), doi=doi, arxiv_id=work.arxiv_id, url=url, isbn=get("isbn"), issn=get("issn"),
     )
+
+
+def _people(people: list[dict[str, str]]) -> tuple[Person, ...]:
+    return tuple(Person(plain_text(p.get("family")), plain_text(p.get("given"))) for p in people)
 
 
 def highwire_tags(p: Paper) -> list[tuple[str, str]]:
     """``(name, content)`` pairs for ``<meta name=... content=...>``, in the order Google Scholar documents."""
     tags: list[tuple[str, str]] = [("citation_title", p.title)]
     tags += [("citation_author", a.inverted) for a in p.authors]
-    if p.year:
-        tags.append(("citation_publication_date", p.year))
+    tags += [("citation_editor", e.inverted) for e in p.editors]
+    if p.date:
+        tags.append(("citation_publication_date", p.date))
     if p.kind == "article" and p.journal:
         tags.append(("citation_journal_title", p.journal))
     elif p.kind == "conference" and p.proceedings:
@@ -187,7 +202,8 @@ def coins(p: Paper) -> str:
             if p.proceedings:
                 pairs.append(("rft.btitle", p.proceedings))
     pairs += [("rft.au", a.inverted) for a in p.authors]
-    for key, value in (("rft.date", p.year), ("rft.volume", p.volume), ("rft.issue", p.issue)):
+    date = f"{p.year}-{p.month:02d}" if p.year and p.month else p.year
+    for key, value in (("rft.date", date), ("rft.volume", p.volume), ("rft.issue", p.issue)):
         if value:
             pairs.append((key, value))
     if p.first_page and p.last_page:

@@ -102,6 +102,16 @@ def index_context(session: Session, iq: IndexQuery, page: query.Page, root: str)
         sections.append({"id": cat_id, "name": names.get(cat_id, cat_id), "description": "", "count": len(items),
                          "subcategories": [{"id": sub_id, "name": names.get(sub_id, sub_id), "description": "",
                                             "items": items}]})
+    # one COinS per paper, on its first item in page order: Zotero's multiple-item save offers every span,
+    # so a second one for a paper that two techniques cite would become a duplicate item
+    described: set[str] = set()
+    for section in sections:
+        for sub in section["subcategories"]:
+            for item in sub["items"]:
+                if item["paper"] is not None and item["paper"].citekey in described:
+                    item["coins"] = None
+                elif item["paper"] is not None:
+                    described.add(item["paper"].citekey)
     survey_key = query.survey_citekey(session)
     survey = paper_for(session.get(Reference, survey_key)) if survey_key else None
     return {
