@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             torch.set_num_threads(settings.torch_threads)
         if settings.sync_on_start:
             prepare_database(app)
+        citations.start_warming(app)
         yield
         app.state.run_pool.shutdown()
         app.state.engine.dispose()

@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     # write API
     api_keys: str = Field(default="", description="comma-separated 'name:role:sha256hex' (role: write|read)")
     max_import_bytes: int = Field(default=4 << 20, description="BibTeX/RIS import body size")
+    max_field_chars: int = Field(default=10_000, description="characters in one imported BibTeX/RIS field "
+                                 "(abstracts included)")
+
+    # citations
+    warm_citations: bool = Field(default=True, description="fill the citation cache (whole-library exports in "
+                                 "every format and style) in a background thread at start")
+    citation_cache_bytes: int = Field(default=64 << 20, description="memory for cached citation and export bodies")
 
     @field_validator("api_keys")
     @classmethod

@@ -31,6 +31,7 @@ def _fresh_pg_database() -> str:
 
 def make_settings(tmp: Path, backend: str = "sqlite", **overrides) -> Settings:
     url = f"sqlite:///{tmp / 'atlas.db'}" if backend == "sqlite" else _fresh_pg_database()
+    overrides.setdefault("warm_citations", False)  # no background rendering competing with the tests
     return Settings(database_url=url, var_dir=tmp, knowledge_dir=overrides.pop("knowledge_dir", REPO_DATA),
                     **overrides)
 

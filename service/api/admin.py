@@ -25,6 +25,7 @@ from ..catalog import query
 from ..catalog.latex import check_math
 from ..catalog.loader import TechniqueFile
 from ..catalog.sync import refresh_search_index
+from ..catalog.version import bump_catalogue_version
 from ..citations.importers import parse_bibtex_upload, parse_ris_upload, plan_import
 from ..errors import ERROR_SCHEMA, ApiError
 from ..models import Application, Meta, Reference, Technique, TechniqueApplication, utcnow
@@ -128,7 +129,8 @@ async def import_references(
 
 
 def _import(request: Request, text: str, ris: bool, on_conflict: str, dry_run: bool, key_name: str) -> Response:
-    entries, problems = parse_ris_upload(text) if ris else parse_bibtex_upload(text)
+    limit = request.app.state.settings.max_field_chars
+    entries, problems = parse_ris_upload(text, limit) if ris else parse_bibtex_upload(text, limit)
     with Session(request.app.state.engine) as session:
         stored = {r.citekey: (r.entry_type, r.fields, r.persons) for r in session.exec(select(Reference)).all()}
         plan = plan_import(entries, stored, on_conflict)  # type: ignore[arg-type]
@@ -150,6 +152,7 @@ def _import(request: Request, text: str, ris: bool, on_conflict: str, dry_run: b
             ref = session.get(Reference, e.citekey)
             ref.entry_type, ref.fields, ref.persons, ref.bibtex = e.entry_type, e.fields, e.persons, e.bibtex
             ref.source, ref.updated_at = "api", now
+        bump_catalogue_version(session)
         try:
             session.commit()
         except IntegrityError:
@@ -322,6 +325,7 @@ def _patch(request: Request, slug: str, patch: dict[str, Any], key_name: str) ->
             session.add(Meta(key="catalog_updated_at", value=now.isoformat()))
         else:
             meta.value = now.isoformat()
+        bump_catalogue_version(session)
         session.commit()
         log.info("technique %s edited by key %s: %s", slug, key_name,
                  ", ".join(sorted(set(changed) | ({"applications"} if apps_changed else set()))))

@@ -5,16 +5,19 @@ literature notes for Obsidian."""
 from __future__ import annotations
 
 import json
+import threading
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, FastAPI, Query, Request, Response
 from sqlalchemy import select
 from sqlmodel import Session
 
 from ..catalog import query
+from ..catalog.version import catalogue_version
 from ..citations import bibtex, csl, formatted, markdown, negotiation, ris
 from ..citations.bibtex import Work
+from ..citations.library import KeyMap, Library, warm
 from ..errors import ERROR_SCHEMA, ApiError
 from ..models import Reference, Technique
 from .deps import SessionDep, conditional
@@ -114,17 +117,20 @@ $$
 
 # --- helpers -------------------------------------------------------------------------------------
 
-def _library_keys(session: Session) -> dict[str, str]:
-    """Export keys for every reference (computed over the whole library so they never collide)."""
-    return bibtex.assign_keys(session.execute(select(Reference)).scalars().all())
+_LIBRARY_LOCK = threading.Lock()
+MAX_SLUGS = 200
 
 
-def _works(session: Session, citekeys: set[str] | None) -> list[Work]:
-    """Works for the given citekeys (None: all references), ordered by export key."""
-    refs = list(session.execute(select(Reference)).scalars())
-    keys = bibtex.assign_keys(refs)
-    chosen = [r for r in refs if citekeys is None or r.citekey in citekeys]
-    return sorted((bibtex.work_from(r, keys[r.citekey]) for r in chosen), key=lambda w: w.key.lower())
+def library_for(app) -> Library:
+    """The app's citation library state (export keys and the body cache), made on first use."""
+    lib = getattr(app.state, "citation_library", None)
+    if lib is None:
+        with _LIBRARY_LOCK:
+            lib = getattr(app.state, "citation_library", None)
+            if lib is None:
+                lib = Library(app.state.settings.citation_cache_bytes)
+                app.state.citation_library = lib
+    return lib
 
 
 def _choose(request: Request, fmt: str | None, style: str | None, locale: str | None
@@ -218,43 +224,92 @@ def technique_citation(request: Request, session: SessionDep, slug: Annotated[st
     if ref is None:
         raise ApiError(404, f"the technique '{slug}' cites '{t.citekey}', which is not in the library",
                        details={"citekey": t.citekey})
-    works = _works(session, {t.citekey})
-    body = _body(fmt_, works, style_name, locale_name, unicode, None)
-    return _respond(request, fmt_, body, works[0].key, _newest(t.updated_at, ref.updated_at))
+    lib = library_for(request.app)
+    keymap = lib.keymap(session)
+    cache_key = (keymap.version, (t.citekey,), fmt_.name, style_name, locale_name, unicode, False)
+    body = lib.bodies.get_or_make(cache_key, lambda: _body(
+        fmt_, lib.works(session, [t.citekey], keymap), style_name, locale_name, unicode, None))
+    return _respond(request, fmt_, body, keymap.keys.get(t.citekey, t.citekey), _newest(t.updated_at, ref.updated_at))
+
+
+SlugsQ = Annotated[list[str], Query(
+    alias="slug", description=f"technique slugs to export (repeat the parameter, at most {MAX_SLUGS}); "
+    "combined with the other filters", examples=["cbam"])]
+
+
+def _selected(session: Session, slugs: list[str]) -> list[Technique]:
+    if len(slugs) > MAX_SLUGS:
+        raise ApiError(400, f"{len(slugs)} slugs given; at most {MAX_SLUGS} per request",
+                       details={"parameter": "slug", "maximum": MAX_SLUGS})
+    too_long = [s for s in slugs if len(s) > 96]
+    if too_long:
+        raise ApiError(400, "a slug has at most 96 characters", details={"parameter": "slug"})
+    wanted = set(slugs)
+    found = list(session.execute(select(Technique).where(Technique.slug.in_(wanted))).scalars())
+    unknown = sorted(wanted - {t.slug for t in found})
+    if unknown:
+        raise ApiError(404, f"no technique with the slug(s) {', '.join(unknown)}", details={"unknown": unknown})
+    return found
+
+
+def export_citekeys(session: Session, flt: query.Filters, slugs: list[str], include_survey: bool
+                    ) -> tuple[str, ...] | None:
+    """The references an export covers (None: every reference in the library)."""
+    survey = query.survey_citekey(session)
+    if slugs:
+        techniques = _selected(session, slugs)
+        if not _is_whole_library(flt):
+            matching = {t.slug for t in _matching(session, flt)}
+            techniques = [t for t in techniques if t.slug in matching]
+        citekeys = {t.citekey for t in techniques}
+    elif _is_whole_library(flt):
+        if include_survey or not survey:
+            return None
+        citekeys = set(session.execute(select(Reference.citekey)).scalars())
+    else:
+        citekeys = {t.citekey for t in _matching(session, flt)}
+    if survey:
+        if include_survey:
+            citekeys.add(survey)
+        else:
+            citekeys.discard(survey)
+    return tuple(sorted(citekeys))
 
 
 @router.get("/export", summary="Export the library or a filtered set of papers",
             response_class=Response, responses=_NEGOTIATED)
 def export(request: Request, session: SessionDep, flt: FiltersDep, fmt: FormatQ = None, style: StyleQ = None,
-           locale: LocaleQ = None, unicode: UnicodeQ = False,
+           locale: LocaleQ = None, unicode: UnicodeQ = False, slugs: SlugsQ = [],  # noqa: B006
            include_survey: Annotated[bool, Query(description="also include the survey the catalogue follows "
                                                              "(Hassanin et al.)")] = True) -> Response:
-    """The original papers of every technique matching the filters (the same filters as `GET /techniques`;
-    without filters: every reference in the library), with the same formats and negotiation as
-    `/techniques/{slug}/citation`. Keys are Better BibTeX keys, unique across the library."""
+    """The original papers of every technique matching the filters (the same filters as `GET /techniques`,
+    plus `slug` for a hand-picked selection; without filters: every reference in the library), with the same
+    formats and negotiation as `/techniques/{slug}/citation`. Keys are Better BibTeX keys, unique across the
+    library."""
     fmt_, style_name, locale_name = _choose(request, fmt, style, locale)
-    survey = query.survey_citekey(session)
-    if _is_whole_library(flt):
-        citekeys: set[str] | None = None
-        if not include_survey and survey:
-            citekeys = set(session.execute(select(Reference.citekey)).scalars()) - {survey}
-    else:
-        citekeys = {t.citekey for t in _matching(session, flt)}
-        if include_survey and survey:
-            citekeys.add(survey)
-    works = _works(session, citekeys)
-    preamble = None
-    if fmt_.name in ("bibtex", "biblatex"):
-        preamble = f"Attention Atlas: {len(works)} reference(s)."
-    body = _body(fmt_, works, style_name, locale_name, unicode, preamble)
-    return _respond(request, fmt_, body, EXPORT_BASENAME, query.catalog_last_modified(session))
+    lib = library_for(request.app)
+    keymap = lib.keymap(session)
+    citekeys = export_citekeys(session, flt, slugs, include_survey)
+    body = lib.bodies.get_or_make((keymap.version, citekeys, fmt_.name, style_name, locale_name, unicode, True),
+                                  lambda: _export_body(session, lib, keymap, citekeys, fmt_, style_name, locale_name,
+                                                       unicode))
+    return _respond(request, fmt_, body, EXPORT_BASENAME, keymap.last_modified)
+
+
+def _export_body(session: Session, lib: Library, keymap: KeyMap, citekeys: tuple[str, ...] | None,
+                 fmt: negotiation.Format, style: str, locale: str | None, unicode: bool) -> bytes:
+    works = lib.works(session, citekeys, keymap)
+    preamble = f"Attention Atlas: {len(works)} reference(s)." if fmt.name in ("bibtex", "biblatex") else None
+    return _body(fmt, works, style, locale, unicode, preamble)
 
 
 def _note_contexts(request: Request, session: Session, techniques: list[Technique]) -> list[markdown.NoteContext]:
     slugs = [t.slug for t in techniques]
     rel = query.load_related(session, slugs)
-    names = dict(session.execute(select(Technique.slug, Technique.name)).all())
-    keys = _library_keys(session)
+    related = {s for values in rel.related.values() for s in values}
+    names = dict(session.execute(select(Technique.slug, Technique.name).where(Technique.slug.in_(related))).all()
+                 ) if related else {}
+    keys = library_for(request.app).keymap(session).keys
     base = str(request.base_url).rstrip("/")
     out = []
     for t in techniques:
@@ -278,8 +333,10 @@ def technique_note(request: Request, session: SessionDep, slug: Annotated[str, S
     strengths, limitations, applications and related techniques as `[[wikilinks]]` (notes are named
     `<slug>.md`, as in `/export/notes.zip`)."""
     t = query.get_technique(session, slug)
-    ctx = _note_contexts(request, session, [t])[0]
-    body = markdown.note(ctx).encode("utf-8")
+    lib = library_for(request.app)
+    version = catalogue_version(session)
+    body = lib.bodies.get_or_make((version, "note", slug, str(request.base_url)), lambda: markdown.note(
+        _note_contexts(request, session, [t])[0]).encode("utf-8"))
     ref = session.get(Reference, t.citekey)
     return conditional(request, body, "text/markdown; charset=utf-8",
                        _newest(t.updated_at, ref.updated_at if ref else None),
@@ -302,5 +359,28 @@ def export_notes(request: Request, session: SessionDep, flt: FiltersDep) -> Resp
     notes = {f"{c.technique.slug}.md": markdown.note(c) for c in contexts}
     index = markdown.index_note([(c.technique.slug, c.technique.name, c.category_name) for c in contexts])
     body = markdown.notes_zip(notes, index)
-    return conditional(request, body, "application/zip", query.catalog_last_modified(session),
+    return conditional(request, body, "application/zip", library_for(request.app).keymap(session).last_modified,
                        headers={"Content-Disposition": f'attachment; filename="{EXPORT_BASENAME}-notes.zip"'})
+
+
+# --- warming -------------------------------------------------------------------------------------
+
+def _warm_bodies(app: FastAPI):
+    def render(session: Session, keymap: KeyMap) -> None:
+        lib = library_for(app)
+        for fmt in negotiation.FORMATS.values():
+            styles = formatted.style_names() if fmt.name in ("text", "html") else [formatted.DEFAULT_STYLE]
+            for style in styles:
+                lib.bodies.get_or_make((keymap.version, None, fmt.name, style, None, False, True), lambda: _export_body(
+                    session, lib, keymap, None, fmt, style, None, False))  # noqa: B023 - called at once
+    return render
+
+
+def start_warming(app: FastAPI) -> threading.Thread | None:
+    """Fill the citation cache for the whole library in every format and style, in the background."""
+    if not app.state.settings.warm_citations:
+        return None
+    thread = threading.Thread(target=warm, args=(app.state.engine, library_for(app), _warm_bodies(app)),
+                              name="citation-cache-warm", daemon=True)
+    thread.start()
+    return thread

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import delete, text
+from sqlalchemy import delete, event, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
@@ -26,6 +26,7 @@ from ..models import (
     utcnow,
 )
 from .loader import Catalog, load_catalog, verification_record
+from .version import bump_catalogue_version
 
 
 @dataclass
@@ -65,6 +66,14 @@ def sync(engine: Engine, root: Path, implemented: set[str] | None = None) -> Syn
 def _write(session: Session, catalog: Catalog, implemented: set[str]) -> SyncReport:
     report = SyncReport()
     now = utcnow()
+    wrote: list[bool] = []
+
+    def track(sess, _context, _instances) -> None:
+        """Note any change of a catalogue row (references and categories included), for the version."""
+        if any(not isinstance(o, Meta) for o in (*sess.new, *sess.dirty, *sess.deleted)):
+            wrote.append(True)
+
+    event.listen(session, "before_flush", track)
 
     # taxonomy
     wanted_cats: dict[str, Category] = {}
@@ -181,6 +190,10 @@ def _write(session: Session, catalog: Catalog, implemented: set[str]) -> SyncRep
     _set_meta(session, "survey_verification", json.dumps(catalog.survey_verification))
     if changed or report.deleted:
         _set_meta(session, "catalog_updated_at", now.isoformat())
+    session.flush()
+    event.remove(session, "before_flush", track)
+    if wrote or changed or report.deleted:
+        bump_catalogue_version(session)
     return report
 
 

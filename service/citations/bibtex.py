@@ -199,24 +199,39 @@ def work_from(ref: Reference, key: str | None = None) -> Work:
                 fields=dict(ref.fields), raw=raw_fields(ref.bibtex or ""), persons=dict(ref.persons))
 
 
-def assign_keys(refs: Iterable[Reference]) -> dict[str, str]:
-    """Export keys for a whole library: the stored key when it is a usable BibTeX key, else the Better
-    BibTeX key built from the fields; keys that collide (BibTeX compares keys case-insensitively) get
-    Better BibTeX's postfix a, b, c, ... in citekey order."""
+def usable_key(citekey: str) -> bool:
+    """Whether a stored key can be written as a BibTeX key as it is."""
+    return bool(_KEY_RE.match(citekey))
+
+
+def generated_key(ref: Reference) -> str:
+    """The Better BibTeX key built from the fields, for a stored key that BibTeX cannot use."""
+    authors = ref.persons.get("author") or ref.persons.get("editor") or [{"family": "anon"}]
+    return better_bibtex_key(authors[0].get("family", "anon"), raw_fields(ref.bibtex or "").get(
+        "title", ref.fields.get("title", "")), ref.fields.get("year", "")) or "ref"
+
+
+def assign_export_keys(citekeys: Iterable[str], generated: dict[str, str]) -> dict[str, str]:
+    """Export keys for a whole library: the stored key when it is a usable BibTeX key, else the
+    generated one (``generated[citekey]``); keys that collide (BibTeX compares keys case-insensitively)
+    get Better BibTeX's postfix a, b, c, ... in citekey order."""
     out: dict[str, str] = {}
     taken: set[str] = set()
-    for ref in sorted(refs, key=lambda r: r.citekey):
-        key = ref.citekey
-        if not _KEY_RE.match(key):
-            authors = ref.persons.get("author") or ref.persons.get("editor") or [{"family": "anon"}]
-            key = better_bibtex_key(authors[0].get("family", "anon"), raw_fields(ref.bibtex or "").get(
-                "title", ref.fields.get("title", "")), ref.fields.get("year", "")) or "ref"
+    for citekey in sorted(citekeys):
+        key = citekey if usable_key(citekey) else generated[citekey]
         base, suffixes = key, postfixes()
         while key.lower() in taken:
             key = base + next(suffixes)
         taken.add(key.lower())
-        out[ref.citekey] = key
+        out[citekey] = key
     return out
+
+
+def assign_keys(refs: Iterable[Reference]) -> dict[str, str]:
+    """:func:`assign_export_keys` for reference rows."""
+    refs = list(refs)
+    return assign_export_keys([r.citekey for r in refs],
+                              {r.citekey: generated_key(r) for r in refs if not usable_key(r.citekey)})
 
 
 # --- LaTeX encoding and decoding ------------------------------------------------------------------

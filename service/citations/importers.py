@@ -41,6 +41,29 @@ VERBATIM_FIELDS = frozenset({"url", "doi", "eprint", "file", "isbn", "issn"})
 MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 
 
+# TeX control sequences that read or write files, run programs, or redefine what other text means. A .bib
+# value reaches LaTeX through the exports, so an imported field must not carry them.
+FORBIDDEN_COMMANDS = (
+    "input", "include", "includeonly", "InputIfFileExists", "IfFileExists", "openin", "openout", "read",
+    "readline", "closein", "closeout", "newread", "newwrite", "write", "immediate", "special",
+    "shipout", "catcode", "def", "edef", "gdef", "xdef", "let", "futurelet", "global", "csname", "endcsname",
+    "expandafter", "scantokens", "everyeof", "everypar", "newcommand", "renewcommand", "providecommand",
+    "DeclareRobustCommand", "DeclareTextCommand", "usepackage", "RequirePackage", "documentclass", "endinput",
+    "directlua", "latelua", "luaexec", "ShellEscape", "pdfshellescape", "makeatletter", "output",
+    "afterassignment", "makeatother",
+)
+_FORBIDDEN_RE = re.compile(r"\\(" + "|".join(sorted(FORBIDDEN_COMMANDS, key=len, reverse=True))
+                           + r")(?![A-Za-z])|\\write\d+|\^\^")
+DEFAULT_MAX_FIELD_CHARS = 10_000
+
+
+def unsafe_latex(value: str) -> str | None:
+    """The first control sequence in ``value`` that LaTeX must not see from a bibliography field
+    (``\\input``, ``\\write18``, ``\\catcode``, ...; also ``^^`` escapes, which spell any character), or None."""
+    m = _FORBIDDEN_RE.search(value)
+    return m.group(0) if m else None
+
+
 @dataclass
 class ImportProblem:
     key: str | None
@@ -268,8 +291,27 @@ def _entry_from_bibtex(entry: Entry, problems: list[ImportProblem]) -> ImportedE
                          bibtex=entry.raw.strip(), line=line)
 
 
-def parse_bibtex_upload(text: str) -> tuple[list[ImportedEntry], list[ImportProblem]]:
-    """Every entry of a .bib text, and every problem (unparseable blocks, duplicate keys, field rules)."""
+def _check_values(key: str | None, values: list[tuple[str, str]], problems: list[ImportProblem], line: int | None,
+                  max_chars: int) -> bool:
+    """Length limits and forbidden control sequences, checked before any decoding; False on a problem."""
+    ok = True
+    for name, value in values:
+        if len(value) > max_chars:
+            problems.append(ImportProblem(key, name, f"{len(value)} characters; a field holds at most {max_chars}",
+                                          line))
+            ok = False
+        elif (bad := unsafe_latex(value)) is not None:
+            problems.append(ImportProblem(key, name, f"the control sequence '{bad}' is not allowed in a "
+                                          "bibliography field (it reads or writes files, runs programs or "
+                                          "redefines commands)", line))
+            ok = False
+    return ok
+
+
+def parse_bibtex_upload(text: str, max_field_chars: int = DEFAULT_MAX_FIELD_CHARS
+                        ) -> tuple[list[ImportedEntry], list[ImportProblem]]:
+    """Every entry of a .bib text, and every problem (unparseable blocks, duplicate keys, field rules,
+    field lengths, control sequences that LaTeX must not run)."""
     problems: list[ImportProblem] = []
     library = bibtexparser.parse_string(text)
     first_line: dict[str, int] = {}
@@ -298,6 +340,8 @@ def parse_bibtex_upload(text: str) -> tuple[list[ImportedEntry], list[ImportProb
         if other is not None:  # bibtexparser catches exact duplicates; BibTeX also ignores letter case
             problems.append(ImportProblem(e.key, None, f"duplicate citation key: '{other.citekey}' on line "
                                           f"{other.line} differs only in letter case", line))
+            continue
+        if not _check_values(e.key, [(f.key, str(f.value)) for f in e.fields], problems, line, max_field_chars):
             continue
         raw = {f.key.lower(): str(f.value) for f in e.fields}
         _check_fields(e.key, raw, problems, line)
@@ -488,11 +532,21 @@ def _ris_entry(rec: _Record, problems: list[ImportProblem]) -> ImportedEntry | N
                          bibtex=render_bibtex(key, entry_type, fields, names), line=rec.line, generated_key=True)
 
 
-def parse_ris_upload(text: str) -> tuple[list[ImportedEntry], list[ImportProblem]]:
-    """Every record of an RIS text as an entry with a Better BibTeX base key (not yet made unique)."""
+def parse_ris_upload(text: str, max_field_chars: int = DEFAULT_MAX_FIELD_CHARS
+                     ) -> tuple[list[ImportedEntry], list[ImportProblem]]:
+    """Every record of an RIS text as an entry with a Better BibTeX base key (not yet made unique). RIS
+    values are plain text (LaTeX-escaped on the way into BibTeX); only their length is limited."""
     problems: list[ImportProblem] = []
     records = _ris_records(text.lstrip("\ufeff"), problems)
-    entries = [e for e in (_ris_entry(r, problems) for r in records) if e is not None]
+    checked = []
+    for rec in records:
+        long = [(t, v) for t, v, _ in rec.tags if len(v) > max_field_chars]
+        for tag, value in long:
+            problems.append(ImportProblem(None, tag, f"{len(value)} characters; a field holds at most "
+                                          f"{max_field_chars}", rec.line))
+        if not long:
+            checked.append(rec)
+    entries = [e for e in (_ris_entry(r, problems) for r in checked) if e is not None]
     if not records and not problems:
         problems.append(ImportProblem(None, "TY", "no RIS records found (a record starts with 'TY  - ' and ends "
                                       "with 'ER  - ')"))
