@@ -160,10 +160,23 @@ _TEXT_SPECIALS = (("---", "\u2014"), ("--", "\u2013"), ("``", "\u201c"), ("''", 
                   ("?`", "\u00bf"), ("~", " "))
 
 
+_MATH_SPAN = re.compile(r"(?<!\\)(\$[^$]*(?<!\\)\$)")
+
+
 def _decode_common(value: str) -> str | None:
     """The constructs nearly every .bib file uses, decoded with regular expressions in one pass each:
     accent and special-letter commands, escaped specials, font commands (their text is kept), dashes
-    and quotes. None when something else is left (math, other commands): then the LaTeX parser runs."""
+    and quotes; inline math is kept as written, as the parser is set up to do. None when something
+    else is left (other commands): then the LaTeX parser runs."""
+    if "$$" in value:
+        return None  # display math or an empty formula: the parser decides
+    parts = _MATH_SPAN.split(value) if "$" in value else [value]
+    decoded = [part if i % 2 else _decode_text(part) for i, part in enumerate(parts)]
+    return None if any(d is None for d in decoded) else "".join(decoded)
+
+
+def _decode_text(value: str) -> str | None:
+    """:func:`_decode_common` for text without math (None if a ``$`` or an unknown command is left)."""
     value = latex_letters_to_unicode(value)
     value = _FORMATTING.sub("", value)
     if "\\" in _ESCAPED.sub("", value) or "$" in _ESCAPED.sub("", value):

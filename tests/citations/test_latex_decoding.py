@@ -11,7 +11,7 @@ from service.citations import importers
 
 TOKENS = ["word", "CBAM", "{Gaussian}", "\\'e", "\\'{e}", '{\\"u}', '\\"{o}', "\\c{c}", "\\c c", "{\\L}", "\\ss{}",
           "{\\aa}", "\\v{S}", "\\&", "\\%", "\\#", "\\_", "--", "---", "``", "''", "`", "'", "~", "\\textbf{bold}",
-          "\\emph{it}", "{\\em x}", "$A^2$", "$\\alpha$", "\\LaTeX{}", "R&D", "50%", " ", " ", "  ", "-", ":"]
+          "\\emph{it}", "{\\em x}", "$A^2$", "$\\alpha$", "$", "\\$", "\\LaTeX{}", "R&D", "50%", " ", " ", "  ", "-", ":"]
 
 
 def _parser(value: str) -> str:
@@ -27,9 +27,9 @@ def test_fast_path_decodes_like_the_parser(tokens):
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(st.sampled_from(TOKENS), min_size=200, max_size=600))
+@given(st.lists(st.sampled_from([t for t in TOKENS if t != "$"]), min_size=200, max_size=600))
 def test_pieces_decode_like_the_whole(tokens):
-    value = "".join(tokens)
+    value = "".join(tokens)  # well-formed: every $ closes (a stray one makes the rest of a value math)
     pieces = importers.latex_chunks(value, size=64)
     assert "".join(pieces) == value
     assert " ".join(" ".join(_parser(p).split()) for p in pieces).split() == _parser(value).split()
