@@ -70,6 +70,12 @@ def test_classic_bibtex(tex, exports, tmp_path, style, encoding):
     assert LATEX_WARNING.findall(log) == []
     bbl = (tmp_path / "doc.bbl").read_text(encoding="utf-8", errors="replace")
     assert bbl.count("\\bibitem") == exports[encoding].count("\n@")
+    # the arXiv-only paper is identified by its arXiv id, not just "arXiv preprint, 2019"
+    inverse = bbl[bbl.index("{sindagiInverseAttentionGuided2019}"):].split("\\bibitem")[0]
+    assert "arXiv:1907.01193" in " ".join(inverse.split())
+    # initials of non-ASCII given names stay whole letters (ieeetr and abbrv abbreviate them)
+    if encoding == "utf8" and style in ("ieeetr", "abbrv"):
+        assert "{\\relax Ł}." in " ".join(bbl.split())
 
 
 @pytest.mark.parametrize("style", list(BIBLATEX_STYLES))
