@@ -200,3 +200,14 @@ def test_biblatex_variant(client):
     assert "publisher" not in survey_entry  # not in BibLaTeX's data model for @article
     lib = bibtexparser.parse_string(survey)
     assert not lib.failed_blocks
+
+
+def test_biblatex_leaves_out_fields_its_data_model_lacks():
+    """Biber's --validate-datamodel warns about `publisher` on an @article (an imported journal article
+    often has one); classic BibTeX ignores it, RIS and CSL-JSON keep it."""
+    ref = Reference(citekey="doeJournalArticle2020", entry_type="article",
+                    fields={"title": "Journal Article", "journal": "J", "year": "2020", "publisher": "Elsevier"},
+                    persons={"author": [{"family": "Doe", "given": "Jane"}]}, bibtex="")
+    work = bibtex.work_from(ref)
+    assert "publisher" not in bibtex.bibtex_fields(work, biblatex=True)[1]
+    assert bibtex.bibtex_fields(work)[1]["publisher"] == "{Elsevier}"
