@@ -32,6 +32,13 @@ CITEPROC_JS_DIFFERENCES = {
 }
 
 
+
+@pytest.fixture(scope="module")
+def backend() -> str:
+    """One database is enough here: the exports are the same text on SQLite and PostgreSQL (the export
+    tests run on both), and these external programs take seconds per run."""
+    return "sqlite"
+
 @pytest.fixture(scope="module")
 def items(client) -> list[dict]:
     return client.get("/export", params={"format": "csl-json"}).json()

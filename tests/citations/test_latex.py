@@ -25,6 +25,13 @@ BIBLATEX_STYLES = {"default": "numeric", "authoryear": "authoryear"}
 LATEX_WARNING = re.compile(r"^(?:LaTeX|Package \w+|Class \w+) Warning:.*$|^! .*$", re.M)
 
 
+
+@pytest.fixture(scope="module")
+def backend() -> str:
+    """One database is enough here: the exports are the same text on SQLite and PostgreSQL (the export
+    tests run on both), and these external programs take seconds per run."""
+    return "sqlite"
+
 @pytest.fixture(scope="module")
 def tex() -> dict[str, str]:
     return need_programs("pdflatex", "bibtex", "biber")
