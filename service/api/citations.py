@@ -5,6 +5,7 @@ literature notes for Obsidian."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 from datetime import datetime
 from typing import Annotated
@@ -119,6 +120,7 @@ $$
 
 _LIBRARY_LOCK = threading.Lock()
 MAX_SLUGS = 200
+_SLUG_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
 
 def library_for(app) -> Library:
@@ -241,9 +243,10 @@ def _selected(session: Session, slugs: list[str]) -> list[Technique]:
     if len(slugs) > MAX_SLUGS:
         raise ApiError(400, f"{len(slugs)} slugs given; at most {MAX_SLUGS} per request",
                        details={"parameter": "slug", "maximum": MAX_SLUGS})
-    too_long = [s for s in slugs if len(s) > 96]
-    if too_long:
-        raise ApiError(400, "a slug has at most 96 characters", details={"parameter": "slug"})
+    malformed = [s for s in slugs if len(s) > 96 or not _SLUG_RE.fullmatch(s)]
+    if malformed:
+        raise ApiError(400, f"{malformed[0][:100]!r} is not a slug (lower-case letters and digits joined by "
+                            "hyphens, at most 96 characters)", details={"parameter": "slug"})
     wanted = set(slugs)
     found = list(session.execute(select(Technique).where(Technique.slug.in_(wanted))).scalars())
     unknown = sorted(wanted - {t.slug for t in found})

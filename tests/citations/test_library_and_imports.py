@@ -101,6 +101,9 @@ def test_export_of_a_selection(app_client):
     assert missing.status_code == 404 and missing.json()["error"]["details"]["unknown"] == ["no-such-technique"]
     too_many = app_client.get("/export", params=[("slug", "cbam")] * (citations_api.MAX_SLUGS + 1))
     assert too_many.status_code == 400
+    for bad in ("CBAM", "cbam\x00", "a" * 97, "../etc", ""):
+        r = app_client.get("/export", params=[("slug", bad)])
+        assert r.status_code == 400 and r.json()["error"]["details"]["parameter"] == "slug", bad
 
 
 def test_index_offers_the_selection_without_inline_script(app_client):
