@@ -155,3 +155,16 @@ def test_cache_is_warmed_at_start(tmp_path, monkeypatch):
         r = c.get("/export", params={"format": "html", "style": "ieee"})
         assert r.status_code == 200
         assert lib.bodies.hits == hits + 1  # rendered before the first request
+
+
+def test_an_edit_is_visible_in_the_next_note(app_client):
+    slug = "squeeze-and-excitation"
+    before = app_client.get(f"/techniques/{slug}/note.md").text
+    assert app_client.get(f"/techniques/{slug}/note.md").text == before  # cached
+    etag = app_client.get(f"/techniques/{slug}").headers["etag"]
+    summary = "An edited summary: each channel is squeezed to its mean, then excited through a bottleneck."
+    r = app_client.patch(f"/techniques/{slug}", json={"summary": summary},
+                         headers={**WRITE, "Content-Type": "application/merge-patch+json", "If-Match": etag})
+    assert r.status_code == 200, r.text
+    after = app_client.get(f"/techniques/{slug}/note.md").text
+    assert summary in after and summary not in before
