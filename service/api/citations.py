@@ -268,14 +268,11 @@ def export_citekeys(session: Session, flt: query.Filters, slugs: list[str], incl
     elif _is_whole_library(flt):
         if include_survey or not survey:
             return None
-        citekeys = set(session.execute(select(Reference.citekey)).scalars())
+        return tuple(sorted(set(session.execute(select(Reference.citekey)).scalars()) - {survey}))
     else:
         citekeys = {t.citekey for t in _matching(session, flt)}
-    if survey:
-        if include_survey:
-            citekeys.add(survey)
-        else:
-            citekeys.discard(survey)
+    if survey and include_survey:
+        citekeys.add(survey)
     return tuple(sorted(citekeys))
 
 
