@@ -107,6 +107,8 @@ _WALKER_DB = pylatexenc.latexwalker.get_default_latex_context_db()
 def _latex_to_text(latex: str) -> str:
     walker = pylatexenc.latexwalker.LatexWalker(latex, latex_context=_WALKER_DB, tolerant_parsing=True)
     return _DECODER.nodelist_to_text(walker.get_latex_nodes()[0])
+
+
 _NEEDS_LATEX = re.compile(r"[\\$~]|``|''")
 _BARE_SPECIAL = re.compile(r"(?<!\\)([&%#])")
 _NEEDS_ENCODING = re.compile(r"[^A-Za-z0-9 .,;:!?()\[\]/'\-+=*@<>|]")
