@@ -14,8 +14,8 @@ does not apply. They are applied here so that the output matches what the styles
 
 citeproc-py looks macros up with an XPath query over the whole style on every use, which makes large
 styles (Chicago has hundreds of macros) slow; :func:`_indexed_get_macro` replaces that lookup with a
-dictionary built once per parsed style (same result, a fraction of the time). Rendered bibliographies
-are also cached by their input.
+dictionary built once per parsed style (same result, a fraction of the time). Rendered entries are
+cached per style, locale, output and item (:func:`render`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ import io
 import json
 import re
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cmp_to_key, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -189,6 +190,7 @@ class _Loaded:
     lock: threading.Lock
     label: tuple[str, str] | None  # (prefix, suffix) of the citation number when second-field-align is set
     close_quote: str | None  # the closing quote punctuation moves into, or None
+    sort_descending: tuple[bool, ...] | None  # per bibliography sort key; None: no sort (citation order)
 
 
 @lru_cache(maxsize=64)
@@ -205,8 +207,11 @@ def _load(style_name: str, locale: str) -> _Loaded:
         number = bib.find(".//cs:text[@variable='citation-number']", _NS)
         if number is not None:
             label = (number.get("prefix", ""), number.get("suffix", ""))
+    sort = bib.find("cs:sort", _NS) if bib is not None else None
+    descending = None if sort is None else tuple(
+        k.get("sort", "ascending").lower() == "descending" for k in sort.findall("cs:key", _NS))
     return _Loaded(style=style, lock=threading.Lock(), label=label,
-                   close_quote=_punctuation_in_quote(root, locale))
+                   close_quote=_punctuation_in_quote(root, locale), sort_descending=descending)
 
 
 def _punctuation_in_quote(style_root: etree._Element, locale: str) -> str | None:
@@ -271,12 +276,108 @@ def _fix(text: str, loaded: _Loaded, output: Output) -> str:
 def render(items: list[dict[str, Any]], style: str = DEFAULT_STYLE, locale: str | None = None,
            output: Output = "text") -> list[str]:
     """One formatted entry per CSL-JSON item (text, or an HTML fragment), in the style's bibliography
-    order. Without a locale, the style's own default locale is used, else American English."""
+    order. Without a locale, the style's own default locale is used, else American English.
+
+    Entries come from a cache per (style, locale, output, item): citeproc-py renders every bibliography
+    entry from its own item alone (it implements no cross-entry disambiguation, and none of the bundled
+    bibliographies substitutes repeated authors), and orders them by per-item sort keys. So an entry and
+    its sort keys are computed once, and any set of items is assembled from them: the same text and order
+    as rendering the set together (:func:`render_together`), numbered afresh."""
     style_name = resolve_style(style)
     locale = resolve_locale(locale or style_default_locale(style_name) or DEFAULT_LOCALE)
     if not items:
         return []
-    return list(_render(style_name, locale, output, json.dumps(items, sort_keys=True, ensure_ascii=False)))
+    loaded = _load(style_name, locale)
+    keyed = [((style_name, locale, output, json.dumps(i, sort_keys=True, ensure_ascii=False)), i) for i in items]
+    with _ENTRY_LOCK:
+        known = {k: _ENTRIES[k] for k, _ in keyed if k in _ENTRIES}
+        for k in known:
+            _ENTRIES.move_to_end(k)
+    missing = {k: i for k, i in keyed if k not in known}
+    if missing:
+        made = _render_entries(style_name, locale, output, list(missing.values()))
+        fresh = dict(zip(missing, made, strict=True))
+        known.update(fresh)
+        with _ENTRY_LOCK:
+            _ENTRIES.update(fresh)
+            while len(_ENTRIES) > _ENTRIES_MAX:
+                _ENTRIES.popitem(last=False)
+    entries = [known[k] for k, _ in keyed]
+    if loaded.sort_descending is not None:
+        order = sorted(range(len(entries)), key=cmp_to_key(
+            lambda x, y: _compare(entries[x].sort_keys, entries[y].sort_keys, loaded.sort_descending)))
+        entries = [entries[i] for i in order]
+    bodies = [e for e in entries if e.body is not None]
+    return [_with_label(e.body, loaded, number, output, e.labelled) for number, e in enumerate(bodies, start=1)]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    sort_keys: tuple
+    body: str | None  # the entry without its citation-number label; None when the style renders nothing
+    labelled: bool
+
+
+_ENTRIES: OrderedDict[tuple, _Entry] = OrderedDict()
+_ENTRIES_MAX = 50_000
+_ENTRY_LOCK = threading.Lock()
+
+
+def clear_cache() -> None:
+    """Forget every rendered entry (the styles stay loaded)."""
+    with _ENTRY_LOCK:
+        _ENTRIES.clear()
+
+
+def _render_entries(style_name: str, locale: str, output: Output, items: list[dict[str, Any]]) -> list[_Entry]:
+    """Each item's entry and sort keys, rendered in one bibliography (registration order, no sorting)."""
+    loaded = _load(style_name, locale)
+    source = CiteProcJSON([_for_citeproc(i) for i in items])
+    fmt = formatter.html if output == "html" else formatter.plain
+    out = []
+    with loaded.lock:
+        bib = CitationStylesBibliography(loaded.style, source, fmt)
+        for item in items:
+            bib.register(Citation([CitationItem(item["id"])]))
+        element = loaded.style.root.bibliography
+        keys = element.find(f"{{{CSL_NS}}}sort")
+        keys = keys.findall(f"{{{CSL_NS}}}key") if keys is not None else []
+        for number, cited in enumerate(bib.items, start=1):
+            sort_keys = tuple(key.sort_keys([cited], element.layout)[0] for key in keys)
+            rendered = element.render([cited])
+            if not rendered:
+                out.append(_Entry(sort_keys, None, False))
+                continue
+            text = _unshield(_fix(str(rendered[0]), loaded, output), output)
+            body, labelled = _strip_label(text, loaded, number, output)
+            out.append(_Entry(sort_keys, body, labelled))
+    return out
+
+
+def _compare(left: tuple, right: tuple, descending: tuple[bool, ...]) -> int:
+    """CSL bibliography order as citeproc-py applies it: key by key, case-insensitive, numbers as
+    numbers, an item without a value after one with it."""
+    for a, b, desc in zip(left, right, descending, strict=True):
+        if a is None and b is None:
+            continue
+        if a is None or b is None:
+            return 1 if a is None else -1
+        a, b = _comparable(a), _comparable(b)
+        try:
+            a, b = int(str(a)), int(str(b))
+        except ValueError:
+            pass
+        result = (a > b) - (a < b)
+        if result:
+            return -result if desc else result
+    return 0
+
+
+def _comparable(value: Any) -> Any:
+    try:
+        return str(value.lower())
+    except AttributeError:
+        return value
 
 
 @lru_cache(maxsize=16)
@@ -285,9 +386,12 @@ def style_default_locale(style_name: str) -> str | None:
     return root.get("default-locale")
 
 
-@lru_cache(maxsize=64)
-def _render(style_name: str, locale: str, output: Output, items_json: str) -> tuple[str, ...]:
-    items = json.loads(items_json)
+def render_together(items: list[dict[str, Any]], style: str = DEFAULT_STYLE, locale: str | None = None,
+                    output: Output = "text") -> list[str]:
+    """The items rendered as one bibliography by citeproc-py (no entry cache): what :func:`render` must
+    equal."""
+    style_name = resolve_style(style)
+    locale = resolve_locale(locale or style_default_locale(style_name) or DEFAULT_LOCALE)
     loaded = _load(style_name, locale)
     source = CiteProcJSON([_for_citeproc(i) for i in items])
     fmt = formatter.html if output == "html" else formatter.plain
@@ -297,24 +401,36 @@ def _render(style_name: str, locale: str, output: Output, items_json: str) -> tu
             bib.register(Citation([CitationItem(item["id"])]))
         bib.sort()
         entries = [str(e) for e in bib.bibliography()]
-    return tuple(_with_label(_unshield(_fix(text, loaded, output), output), loaded, number, output)
-                 for number, text in enumerate(entries, start=1))
+    out = []
+    for number, text in enumerate(entries, start=1):
+        body, labelled = _strip_label(_unshield(_fix(text, loaded, output), output), loaded, number, output)
+        out.append(_with_label(body, loaded, number, output, labelled))
+    return out
 
 
-def _with_label(text: str, loaded: _Loaded, number: int, output: Output) -> str:
-    label = None
+def _strip_label(text: str, loaded: _Loaded, number: int, output: Output) -> tuple[str, bool]:
+    """The entry without the citation-number label it was rendered with (second-field-align styles)."""
     if loaded.label is not None:
         candidate = f"{loaded.label[0]}{number}{loaded.label[1]}"
         if output == "html":
             candidate = html.escape(candidate, quote=False)
         if text.startswith(candidate):
-            label, text = candidate, text[len(candidate):].lstrip()
+            return text[len(candidate):].lstrip(), True
+    return text, False
+
+
+def _with_label(body: str, loaded: _Loaded, number: int, output: Output, labelled: bool) -> str:
+    label = None
+    if labelled and loaded.label is not None:
+        label = f"{loaded.label[0]}{number}{loaded.label[1]}"
+        if output == "html":
+            label = html.escape(label, quote=False)
     if output == "text":
-        return f"{label} {text}" if label else text
+        return f"{label} {body}" if label else body
     if label:
         return (f'<div class="csl-entry"><div class="csl-left-margin">{label}</div>'
-                f'<div class="csl-right-inline">{text}</div></div>')
-    return f'<div class="csl-entry">{text}</div>'
+                f'<div class="csl-right-inline">{body}</div></div>')
+    return f'<div class="csl-entry">{body}</div>'
 
 
 def bibliography(items: list[dict[str, Any]], style: str = DEFAULT_STYLE, locale: str | None = None,

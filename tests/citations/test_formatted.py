@@ -107,3 +107,24 @@ def test_unknown_style_or_locale(client):
     assert r.status_code == 400 and "apa" in r.json()["error"]["details"]["allowed"]
     r = client.get("/techniques/cbam/citation", params={"format": "text", "locale": "xx-YY"})
     assert r.status_code == 400 and "en-US" in r.json()["error"]["details"]["allowed"]
+
+
+@pytest.fixture(scope="module")
+def library_items(client) -> list[dict]:
+    return client.get("/export", params={"format": "csl-json"}).json()
+
+
+@pytest.mark.parametrize("style", formatted.style_names())
+def test_entries_from_the_cache_equal_one_bibliography(library_items, style):
+    """:func:`formatted.render` assembles a set from cached per-item entries; citeproc-py rendering the set
+    as one bibliography must give the same entries in the same order, for any set and cache state."""
+    formatted.clear_cache()
+    some = library_items[::3]
+    shuffled = list(reversed(library_items[1::4]))
+    for output in ("text", "html"):
+        assert formatted.render(some, style, output=output) == formatted.render_together(some, style, output=output)
+    # now most entries are cached, some are not; the order of the input must not matter
+    assert formatted.render(shuffled, style) == formatted.render_together(shuffled, style)
+    assert formatted.render(library_items, style) == formatted.render_together(library_items, style)
+    assert formatted.render(library_items[:1], style, output="html") == formatted.render_together(
+        library_items[:1], style, output="html")
