@@ -173,7 +173,8 @@ def _decode_common(value: str) -> str | None:
     if "$$" in value:
         return None  # display math or an empty formula: the parser decides
     parts = _MATH_SPAN.split(value) if "$" in value else [value]
-    decoded = [part if i % 2 else _decode_text(part) for i, part in enumerate(parts)]
+    # math stays as the parser leaves it: verbatim, with bare & % # escaped as for the parser's input
+    decoded = [_BARE_SPECIAL.sub(r"\\\1", part) if i % 2 else _decode_text(part) for i, part in enumerate(parts)]
     return None if any(d is None for d in decoded) else "".join(decoded)
 
 
