@@ -17,6 +17,7 @@ def _serve(args, settings: Settings) -> int:
     # worker processes build the app from the environment: JSON logs in each of them
     os.environ["ATLAS_JSON_LOGS"] = "true"
     os.environ["ATLAS_LOG_LEVEL"] = args.log_level
+    os.environ.setdefault("ATLAS_RUN_PRESTART", "true")  # workers warm up while the catalogue loads
     uvicorn.run("service.main:create_app", factory=True, host=args.host or settings.host,
                 port=args.port or settings.port, workers=args.workers, timeout_graceful_shutdown=30,
                 log_config=None, log_level=args.log_level, access_log=False)

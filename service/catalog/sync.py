@@ -44,9 +44,9 @@ class SyncReport:
 
 
 def implemented_slugs() -> set[str]:
-    from ..mechanisms.registry import all_mechanisms
+    from ..mechanisms.registry import slugs
 
-    return set(all_mechanisms())
+    return set(slugs())
 
 
 def _hash(payload: dict) -> str:
