@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager, contextmanager
 from fastapi import Depends, FastAPI
 
 from . import __version__, errors
-from .api import admin, citations, health, ops, run, taxonomy, techniques, web
+from .api import admin, citations, health, ops, readmodel, run, taxonomy, techniques, web
 from .api.deps import forbid_unknown_query
 from .db import make_engine
 from .metrics import Metrics
@@ -86,7 +86,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             torch.set_num_threads(settings.torch_threads)
         if settings.sync_on_start:
             prepare_database(app)
+            app.state.catalogue.current()  # build the read model before the first request
         yield
+        app.state.catalogue.close()
         app.state.run_pool.shutdown()
         app.state.engine.dispose()
 
@@ -97,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.run_pool = RunPool(settings.run_workers, settings.run_queue, settings.run_timeout_s)
     app.state.metrics = Metrics()
     app.state.module_cache = ModuleCache(settings.module_cache_size)
+    readmodel.install(app)  # the catalogue snapshot; its 304 answers still pass the request middleware
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     errors.install(app)
     for module in (techniques, taxonomy, run, citations, admin, health, ops, web):

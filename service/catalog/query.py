@@ -104,6 +104,29 @@ def _fts_rank(session: Session, q: str):
             .where(weighted.op("@@")(query)).subquery("fts"))
 
 
+def search_syntax_error(q: str, exc: DatabaseError) -> ApiError | None:
+    """The 400 for a search the engine refused as syntax; None when the failure is something else."""
+    reason = str(exc.orig).lower()
+    if any(w in reason for w in ("fts5", "syntax", "tsquery", "no such column", "unterminated")):
+        return ApiError(400, f"the search query q={q!r} is not valid search syntax: use words, "
+                             "\"quoted phrases\", OR, NOT, and prefix* terms",
+                        details={"parameter": "q", "reason": str(exc.orig)[:200]})
+    return None
+
+
+def search_ranks(engine, q: str) -> dict[str, float]:
+    """Every technique the engine's full-text search matches, with its rank (lower is better), exactly as
+    ``list_techniques`` ranks them."""
+    try:
+        with Session(engine) as session:
+            fts = _fts_rank(session, q)
+            return {slug: float(rank) for slug, rank in session.execute(select(fts.c.slug, fts.c.rank)).all()}
+    except DatabaseError as exc:
+        if bad := search_syntax_error(q, exc):
+            raise bad from None
+        raise
+
+
 def list_techniques(session: Session, flt: Filters, sort: str, limit: int, cursor: str | None) -> Page:
     if sort == "relevance" and not flt.q:
         raise ApiError(400, "sort=relevance needs a search query q", details={"parameter": "sort"})
@@ -146,11 +169,8 @@ def list_techniques(session: Session, flt: Filters, sort: str, limit: int, curso
         rows = session.execute(paged).all()
     except DatabaseError as exc:
         session.rollback()
-        reason = str(exc.orig).lower()
-        if flt.q and any(w in reason for w in ("fts5", "syntax", "tsquery", "no such column", "unterminated")):
-            raise ApiError(400, f"the search query q={flt.q!r} is not valid search syntax: use words, "
-                                "\"quoted phrases\", OR, NOT, and prefix* terms",
-                           details={"parameter": "q", "reason": str(exc.orig)[:200]}) from None
+        if flt.q and (bad := search_syntax_error(flt.q, exc)):
+            raise bad from None
         raise
     items = [r[0] for r in rows[:limit]]
     ranks = {r[0].slug: float(r[1]) for r in rows[:limit]} if rank_col is not None else {}
@@ -268,3 +288,28 @@ def to_public(t: Technique, rel: Related, fields: list[str] | None = None, rank:
     if rank is not None:
         out["score"] = round(-rank, 6)
     return out
+
+
+def taxonomy_payload(session: Session) -> dict[str, Any]:
+    """GET /taxonomy: categories and subcategories in the survey's order, with counts and member slugs."""
+    cats = list(session.execute(select(Category).order_by(Category.position)).scalars())
+    techniques = list(session.execute(select(Technique.slug, Technique.category_id, Technique.subcategory_id,
+                                             Technique.also_in).order_by(Technique.slug)).all())
+    out = []
+    for top in (c for c in cats if c.parent_id is None):
+        subs = []
+        for sub in (c for c in cats if c.parent_id == top.id):
+            members = [t.slug for t in techniques if t.subcategory_id == sub.id or sub.id in (t.also_in or [])]
+            subs.append({"id": sub.id, "name": sub.name, "description": sub.description, "count": len(members),
+                         "techniques": members})
+        out.append({"id": top.id, "name": top.name, "description": top.description,
+                    "count": sum(1 for t in techniques if t.category_id == top.id), "subcategories": subs})
+    return {"survey": survey_citekey(session), "categories": out, "total": len(techniques)}
+
+
+def applications_payload(session: Session) -> dict[str, Any]:
+    """GET /applications: every application tag in use, most used first (ties by tag)."""
+    rows = session.execute(select(TechniqueApplication.tag, func.count().label("n"))
+                           .group_by(TechniqueApplication.tag)
+                           .order_by(func.count().desc(), TechniqueApplication.tag)).all()
+    return {"items": [{"tag": tag, "count": n, "techniques": f"/techniques?application={tag}"} for tag, n in rows]}
