@@ -31,7 +31,8 @@ _TECHNIQUE_PATH = re.compile(r"^/techniques/([a-z0-9]+(?:-[a-z0-9]+)*)$")
 
 def install(app: FastAPI) -> None:
     settings = app.state.settings
-    app.state.catalogue = SnapshotStore(app.state.engine, settings.catalog_check_interval_ms)
+    app.state.catalogue = SnapshotStore(app.state.engine, settings.catalog_check_interval_ms,
+                                        search_cache=settings.catalog_search_cache)
     app.state.catalogue_salt = f"{settings.page_size_default}/{settings.page_size_max}"
     app.add_middleware(NotModifiedMiddleware)
 

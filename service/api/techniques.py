@@ -107,10 +107,10 @@ async def list_techniques(
 
     ranks = None
     if flt.q and not readmodel.not_modified(request, etag, snap.last_modified_http):
-        engine = request.app.state.engine
+        store = request.app.state.catalogue
         # the engine ranks; SQLite answers in microseconds, a server in a round trip (off the event loop)
-        ranks = (query.search_ranks(engine, flt.q) if engine.dialect.name == "sqlite"
-                 else await run_in_threadpool(query.search_ranks, engine, flt.q))
+        ranks = (store.search(snap, flt.q) if request.app.state.engine.dialect.name == "sqlite"
+                 else await run_in_threadpool(store.search, snap, flt.q))
     return readmodel.respond(request, etag, snap.last_modified_http, body)
 
 

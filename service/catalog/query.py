@@ -82,12 +82,15 @@ def fts5_query(q: str) -> str:
     return " ".join(out)
 
 
+# column weights: slug (unindexed), name, aliases, summary, strengths, limitations, applications
+_BM25 = "bm25(technique_fts, 0.0, 10.0, 6.0, 2.0, 1.0, 1.0, 2.0)"
+
+
 def _fts_rank(session: Session, q: str):
     """A selectable (slug, rank) for the search; lower rank is a better match."""
     if session.get_bind().dialect.name == "sqlite":
-        # column weights: slug (unindexed), name, aliases, summary, strengths, limitations, applications
-        return (text("SELECT slug, bm25(technique_fts, 0.0, 10.0, 6.0, 2.0, 1.0, 1.0, 2.0) AS rank "
-                     "FROM technique_fts WHERE technique_fts MATCH :q").bindparams(q=fts5_query(q))
+        return (text(f"SELECT slug, {_BM25} AS rank FROM technique_fts WHERE technique_fts MATCH :q")
+                .bindparams(q=fts5_query(q))
                 .columns(slug=String, rank=Float).subquery("fts"))
     doc = func.concat_ws(" ", Technique.name, cast(Technique.aliases, String), Technique.summary,
                          cast(Technique.strengths, String), cast(Technique.limitations, String),
@@ -114,10 +117,20 @@ def search_syntax_error(q: str, exc: DatabaseError) -> ApiError | None:
     return None
 
 
-def search_ranks(engine, q: str) -> dict[str, float]:
+_SQLITE_SEARCH = f"SELECT slug, {_BM25} AS rank FROM technique_fts WHERE technique_fts MATCH ?"
+
+
+def search_ranks(engine, q: str, connection=None) -> dict[str, float]:
     """Every technique the engine's full-text search matches, with its rank (lower is better), exactly as
-    ``list_techniques`` ranks them."""
+    ``list_techniques`` ranks them. ``connection``: a ``version.DedicatedConnection`` to run SQLite's
+    statement on (no pool, no ORM)."""
     try:
+        if engine.dialect.name == "sqlite" and connection is not None:
+            try:
+                rows = connection.fetchall(_SQLITE_SEARCH, (fts5_query(q),), retry=False)
+            except engine.dialect.dbapi.Error as exc:
+                raise DatabaseError(_SQLITE_SEARCH, None, exc) from exc
+            return {slug: float(rank) for slug, rank in rows}
         with Session(engine) as session:
             fts = _fts_rank(session, q)
             return {slug: float(rank) for slug, rank in session.execute(select(fts.c.slug, fts.c.rank)).all()}

@@ -18,7 +18,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
 from typing import Any
@@ -107,6 +107,8 @@ class Snapshot:
     last_modified: datetime | None
     last_modified_http: str | None
     built_in_s: float
+    # the engine's answers to searches made against this snapshot: a new version starts a new one
+    searches: dict[str, dict[str, float]] = field(default_factory=dict, compare=False, repr=False)
 
     def entry(self, slug: str) -> Entry:
         e = self.entries.get(slug)
@@ -174,8 +176,9 @@ class SnapshotStore:
     """The process's current snapshot, checked against the stored catalogue version."""
 
     def __init__(self, engine: Engine, check_interval_ms: int = 0,
-                 builder: Callable[[Engine], Snapshot] = build):
+                 builder: Callable[[Engine], Snapshot] = build, search_cache: int = 256):
         self._engine = engine
+        self._search_cache = search_cache
         self._interval = max(0, check_interval_ms) / 1000.0
         self._builder = builder
         self._probe = VersionProbe(engine)
@@ -198,6 +201,19 @@ class SnapshotStore:
                 snap = self._builder(self._engine)
                 self._snap = snap
         return snap
+
+    def search(self, snap: Snapshot, q: str) -> dict[str, float]:
+        """The engine's search ranks for ``q`` (on SQLite on the store's own connection: no pool, no ORM).
+        Up to ``search_cache`` answers are kept with the snapshot they were asked against, so they are
+        dropped with it when the catalogue version moves."""
+        ranks = snap.searches.get(q)
+        if ranks is None:
+            ranks = query.search_ranks(self._engine, q, self._probe.connection)
+            if self._search_cache:
+                if len(snap.searches) >= self._search_cache:
+                    snap.searches.clear()
+                snap.searches[q] = ranks
+        return ranks
 
     def peek(self) -> Snapshot | None:
         return self._snap

@@ -36,9 +36,10 @@ def bump(session: Session | Connection) -> None:
         session.execute(_SEED)
 
 
-class VersionProbe:
-    """Reads the version on one long-lived connection of its own, outside any transaction, so a check costs
-    one indexed lookup and no pool checkout. Thread-safe; the connection is reopened after an error."""
+class DedicatedConnection:
+    """One long-lived DBAPI connection of its own, outside the pool and outside any transaction (each
+    statement sees the newest commit), for statements run on every request: no pool checkout, no ORM.
+    Thread-safe; the connection is reopened after an error."""
 
     def __init__(self, engine: Engine):
         self._engine = engine
@@ -49,29 +50,34 @@ class VersionProbe:
         fairy = self._engine.raw_connection()
         fairy.detach()  # ours alone from now on: the pool opens another one for sessions
         if self._engine.dialect.name == "postgresql":
-            fairy.driver_connection.autocommit = True  # each read sees the newest commit
+            fairy.driver_connection.autocommit = True
         return fairy
 
-    def read(self) -> int:
+    def fetchall(self, sql: str, params: tuple = (), retry: bool = True) -> list[tuple]:
+        """Rows of one statement. With ``retry``, a failure on a connection that was fine before (the server
+        restarted, the file was replaced) is retried once on a new connection. Without, the error is raised
+        and the connection kept (for statements that may fail on their input, such as a search)."""
         with self._lock:
             for attempt in (1, 2):
+                fresh = self._conn is None
                 try:
-                    if self._conn is None:
+                    if fresh:
                         self._conn = self._connect()
                     cur = self._conn.cursor()
                     try:
-                        cur.execute(_RAW_READ)
-                        row = cur.fetchone()
+                        cur.execute(sql, params)
+                        return cur.fetchall()
                     finally:
                         cur.close()
-                    return int(row[0]) if row else 0
                 except Exception:
-                    self.close_locked()
-                    if attempt == 2:
+                    if not retry:
+                        raise
+                    self._close_locked()
+                    if attempt == 2 or fresh:
                         raise
             raise AssertionError("unreachable")
 
-    def close_locked(self) -> None:
+    def _close_locked(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
@@ -81,4 +87,18 @@ class VersionProbe:
 
     def close(self) -> None:
         with self._lock:
-            self.close_locked()
+            self._close_locked()
+
+
+class VersionProbe:
+    """Reads the stored version on a dedicated connection: one primary-key lookup per check."""
+
+    def __init__(self, engine: Engine):
+        self.connection = DedicatedConnection(engine)
+
+    def read(self) -> int:
+        rows = self.connection.fetchall(_RAW_READ)
+        return int(rows[0][0]) if rows else 0
+
+    def close(self) -> None:
+        self.connection.close()

@@ -15,7 +15,7 @@ from sqlmodel import Session
 from service.catalog import query
 from service.catalog.snapshot import SnapshotStore, build, select_page
 from service.catalog.sync import sync as sync_from
-from service.catalog.version import bump, catalogue_version
+from service.catalog.version import DedicatedConnection, bump, catalogue_version
 from service.db import make_engine
 from service.migrate import upgrade
 from service.settings import REPO_DATA
@@ -71,7 +71,12 @@ def _sql_pages(engine, flt, sort, limit):
 
 
 def _snapshot_pages(engine, snap, flt, sort, limit):
-    ranks = query.search_ranks(engine, flt.q) if flt.q else None
+    ranks = None
+    if flt.q:
+        ranks = query.search_ranks(engine, flt.q)
+        own = DedicatedConnection(engine)
+        assert query.search_ranks(engine, flt.q, own) == ranks  # the request path's own connection
+        own.close()
     out, cursor = [], None
     for _ in range(100):
         page = select_page(snap, flt, sort, limit, cursor, ranks)
