@@ -48,9 +48,9 @@ class DedicatedConnection:
 
     def _connect(self) -> Any:
         fairy = self._engine.raw_connection()
-        fairy.detach()  # ours alone from now on: the pool opens another one for sessions
         if self._engine.dialect.name == "postgresql":
-            fairy.driver_connection.autocommit = True
+            fairy.driver_connection.autocommit = True  # each statement sees the newest commit
+        fairy.detach()  # ours alone from now on: the pool opens another one for sessions
         return fairy
 
     def fetchall(self, sql: str, params: tuple = (), retry: bool = True) -> list[tuple]:
