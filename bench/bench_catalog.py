@@ -216,6 +216,7 @@ def main() -> int:
               f"cache: {'default' if args.search_cache is None else args.search_cache}\n", flush=True)
 
         results: dict[tuple[str, str, int], tuple[float, float, int]] = {}
+        load_start = os.getloadavg()[0]
         plan = [(label, {s.name: path for s in services} | {"datasette": ds_path}, None)
                 for label, path, ds_path in REQUESTS]
         plan += [("full", {s.name: FULL_LIST for s in services}, None),
@@ -235,6 +236,8 @@ def main() -> int:
                     results[(label, name, c)] = (sum(g[0] for g in got) / len(got), max(g[1] for g in got),
                                                  sum(g[2] for g in got))
         report(results, services, conns)
+        print(f"load average (1 min) at the start and the end: {load_start:.1f}, {os.getloadavg()[0]:.1f} "
+              f"on {os.cpu_count()} cores")
     finally:
         for s in servers:
             s.stop()
