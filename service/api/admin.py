@@ -24,13 +24,13 @@ from ..auth import WriteKey
 from ..catalog import query
 from ..catalog.latex import check_math
 from ..catalog.loader import TechniqueFile
-from ..catalog.snapshot import dumps
+from ..catalog.snapshot import dumps, etag_for
 from ..catalog.sync import refresh_search_index
 from ..catalog.version import bump
 from ..citations.importers import parse_bibtex_upload, parse_ris_upload, plan_import
 from ..errors import ERROR_SCHEMA, ApiError
 from ..models import Application, Meta, Reference, Technique, TechniqueApplication, utcnow
-from .deps import SettingsDep, etag_for, json_bytes, read_body
+from .deps import SettingsDep, json_bytes, read_body
 from .techniques import SLUG
 
 log = logging.getLogger("service.write")
@@ -292,6 +292,9 @@ async def patch_technique(request: Request, settings: SettingsDep, key: WriteKey
     return await run_in_threadpool(_patch, request, slug, patch, key.name)
 
 
+_PATCH_ATTEMPTS = 5  # without If-Match: merges onto a record that changed meanwhile before giving up (409)
+
+
 def _patch(request: Request, slug: str, patch: dict[str, Any], key_name: str) -> Response:
     """Read, merge, validate, then write with a compare-and-swap on the row's version: the UPDATE names the
     version that was read, so a change committed in between (by another request, worker or replica) makes
@@ -349,9 +352,6 @@ def _patch(request: Request, slug: str, patch: dict[str, Any], key_name: str) ->
             return _respond(t, body, etag)
     raise ApiError(409, "the technique kept changing while this edit was applied; send it again",
                    details={"attempts": _PATCH_ATTEMPTS})
-
-
-_PATCH_ATTEMPTS = 5
 
 
 def _set_applications(session: Session, slug: str, tags: list[str]) -> None:

@@ -8,6 +8,7 @@ import json
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from service.catalog import query
 from service.main import create_app
@@ -97,3 +98,19 @@ def test_search_syntax_errors_are_400s(app_client, backend):
     else:
         assert r.status_code == 200
     assert app_client.get("/techniques", params={"q": "attention"}).json()["items"]  # the connection survives
+
+
+def test_an_import_is_read_at_once(app_client):
+    before = app_client.get("/techniques/cbam")
+    citekey = before.json()["citation"]["citekey"]
+    with app_client.app.state.engine.connect() as conn:
+        bib = conn.execute(text('SELECT bibtex FROM "references" WHERE citekey = :k'), {"k": citekey}).scalar_one()
+    title = before.json()["citation"]["title"]
+    line = next(x for x in bib.splitlines() if x.strip().startswith("title"))
+    changed = bib.replace(line, line.rstrip().removesuffix(",").removesuffix("}") + " Revisited},", 1)
+    assert changed != bib
+    r = app_client.post("/references", params={"on_conflict": "replace"}, content=changed.encode(),
+                        headers={**AUTH, "Content-Type": "application/x-bibtex"})
+    assert r.status_code == 200 and r.json()["updated"] == [citekey], r.text
+    after = app_client.get("/techniques/cbam", headers={"If-None-Match": before.headers["etag"]})
+    assert after.status_code == 200 and after.json()["citation"]["title"] == title + " Revisited"
