@@ -110,7 +110,7 @@ def _fts_rank(session: Session, q: str):
 def search_syntax_error(q: str, exc: DatabaseError) -> ApiError | None:
     """The 400 for a search the engine refused as syntax; None when the failure is something else."""
     reason = str(exc.orig).lower()
-    if any(w in reason for w in ("fts5", "syntax", "tsquery", "no such column", "unterminated")):
+    if any(w in reason for w in ("fts5", "syntax", "tsquery", "no such column", "unterminated", "special query")):
         return ApiError(400, f"the search query q={q!r} is not valid search syntax: use words, "
                              "\"quoted phrases\", OR, NOT, and prefix* terms",
                         details={"parameter": "q", "reason": str(exc.orig)[:200]})

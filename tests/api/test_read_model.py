@@ -92,11 +92,12 @@ def test_a_write_is_read_at_once_and_old_validators_stop_matching(app_client):
 
 
 def test_search_syntax_errors_are_400s(app_client, backend):
-    r = app_client.get("/techniques", params={"q": '"unterminated'})
-    if backend == "sqlite":  # FTS5 refuses it; PostgreSQL's websearch syntax accepts any text
-        assert r.status_code == 400 and r.json()["error"]["details"]["parameter"] == "q"
-    else:
-        assert r.status_code == 200
+    for q in ('"unterminated', "*", "NOT attention"):
+        r = app_client.get("/techniques", params={"q": q})
+        if backend == "sqlite":  # FTS5 refuses these; PostgreSQL's websearch syntax accepts any text
+            assert r.status_code == 400 and r.json()["error"]["details"]["parameter"] == "q", (q, r.text)
+        else:
+            assert r.status_code == 200
     assert app_client.get("/techniques", params={"q": "attention"}).json()["items"]  # the connection survives
 
 
