@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager, contextmanager
 from fastapi import Depends, FastAPI
 
 from . import __version__, errors
-from .api import admin, citations, health, ops, run, taxonomy, techniques, web
+from .api import admin, citations, health, ops, readmodel, run, taxonomy, techniques, web
 from .api.deps import forbid_unknown_query
 from .db import make_engine
 from .metrics import Metrics
@@ -84,7 +84,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.runs.pool.start()
         if settings.sync_on_start:
             prepare_database(app)
+            app.state.catalogue.current()  # build the read model before the first request
         yield
+        app.state.catalogue.close()
         await app.state.runs.close()
         app.state.engine.dispose()
 
@@ -95,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runs = RunService(settings)
     app.state.shm_regions = {}
     app.state.metrics = Metrics()
+    readmodel.install(app)  # the catalogue snapshot; its 304 answers still pass the request middleware
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     errors.install(app)
     for module in (techniques, taxonomy, run, citations, admin, health, ops, web):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, BigInteger, Column, DateTime, ForeignKey, Index, Integer, String, Text
 from sqlmodel import Field, SQLModel
 
 
@@ -63,6 +63,8 @@ class Technique(SQLModel, table=True):
     divergences: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     content_hash: str = Field(default="", max_length=64)
     edited_via_api: bool = False  # sync from data/ never overwrites such a record
+    # raised by every write of the row; a conditional write names the version it read (compare-and-swap)
+    version: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
     updated_at: datetime = _ts()
 
 
@@ -87,6 +89,15 @@ class TechniqueRelated(SQLModel, table=True):
     related_slug: str = Field(sa_column=Column(String(96), ForeignKey("techniques.slug", ondelete="CASCADE"),
                                                primary_key=True))
     position: int = 0
+
+
+class CatalogueVersion(SQLModel, table=True):
+    """One row: a counter raised in the same transaction as every write to the catalogue (techniques,
+    references, taxonomy, applications), so every process can tell cheaply whether its copy is current."""
+
+    __tablename__ = "catalogue_version"
+    id: int = Field(default=1, primary_key=True)
+    version: int = Field(default=1, sa_column=Column(BigInteger, nullable=False))
 
 
 class Meta(SQLModel, table=True):

@@ -29,6 +29,11 @@ class Settings(BaseSettings):
     # queries
     page_size_default: int = 20
     page_size_max: int = 100
+    catalog_check_interval_ms: int = Field(
+        default=0, ge=0, description="how often a process checks the catalogue version in the database to see "
+        "writes made through other processes (0: on every request, so a write is visible everywhere at once)")
+    catalog_search_cache: int = Field(
+        default=256, ge=0, description="search answers kept per catalogue version (0: ask the engine every time)")
 
     # run API limits (checked before any allocation)
     max_tensor_elements: int = Field(default=1 << 24, description="elements in one input tensor")

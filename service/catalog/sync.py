@@ -26,6 +26,7 @@ from ..models import (
     utcnow,
 )
 from .loader import Catalog, load_catalog, verification_record
+from .version import bump
 
 
 @dataclass
@@ -128,9 +129,12 @@ def _write(session: Session, catalog: Catalog, implemented: set[str]) -> SyncRep
         elif have.edited_via_api:
             report.kept_edited.append(slug)
             # the write API cannot change these; they follow data/ even for an edited record
-            for k in ("has_implementation", "verification", "identification", "divergences"):
-                if getattr(have, k) != values[k]:
-                    setattr(have, k, values[k])
+            followed = [k for k in ("has_implementation", "verification", "identification", "divergences")
+                        if getattr(have, k) != values[k]]
+            for k in followed:
+                setattr(have, k, values[k])
+            if followed:
+                have.version = Technique.version + 1  # a concurrent compare-and-swap on this row now misses
         elif have.content_hash == digest:
             report.unchanged.append(slug)
         else:
@@ -138,6 +142,7 @@ def _write(session: Session, catalog: Catalog, implemented: set[str]) -> SyncRep
                 setattr(have, k, v)
             have.content_hash = digest
             have.updated_at = now
+            have.version = Technique.version + 1  # a concurrent compare-and-swap on this row now misses
             report.updated.append(slug)
             changed.append(slug)
     session.flush()
@@ -181,6 +186,7 @@ def _write(session: Session, catalog: Catalog, implemented: set[str]) -> SyncRep
     _set_meta(session, "survey_verification", json.dumps(catalog.survey_verification))
     if changed or report.deleted:
         _set_meta(session, "catalog_updated_at", now.isoformat())
+    bump(session)  # every process rebuilds what it derived from the catalogue
     return report
 
 
