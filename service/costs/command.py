@@ -20,10 +20,12 @@ def add_parser(sub) -> None:
                    "their entries replace those in an existing profile of the same name")
     c.add_argument("--axis", action="append", choices=("positions", "channels", "batch"))
     c.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: steadier timings)")
-    c.add_argument("--latency-ceiling", type=float, default=1.0, help="seconds per forward (default 1)")
+    c.add_argument("--latency-ceiling", type=float, default=1.0, help="seconds per forward, CPU time on CPU "
+                   "(default 1)")
     c.add_argument("--memory-ceiling", type=float, default=1024, help="MiB of peak memory per forward "
                    "(default 1024)")
-    c.add_argument("--curve-budget", type=float, default=20.0, help="seconds per curve (default 20)")
+    c.add_argument("--curve-budget", type=float, default=15.0, help="seconds per curve, CPU time on CPU "
+                   "(default 15)")
     c.add_argument("--data", help="knowledge folder (default: the settings' knowledge_dir)")
     c.add_argument("--output", "-o", help="write here instead of data/costs/<profile>.json ('-': stdout)")
     c.set_defaults(func=run)

@@ -110,21 +110,38 @@ def costs_dir(knowledge_dir: Path) -> Path:
     return knowledge_dir / "costs"
 
 
-def _layout(value: Any, indent: int = 0, width: int = 110) -> str:
-    """JSON with containers on one line when they fit, else one member per line."""
+def _round(value: Any) -> Any:
+    """Floats to four significant digits (timings are not more precise than that)."""
+    if isinstance(value, float):
+        return float(f"{value:.4g}")
+    if isinstance(value, dict):
+        return {k: _round(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_round(v) for v in value]
+    return value
+
+
+def _layout(value: Any, indent: int = 0, width: int = 110, flat_items: bool = False) -> str:
+    """JSON with containers on one line when they fit, else one member per line; the items of a
+    ``points`` list are always one line each."""
     flat = json.dumps(value, ensure_ascii=False)
     if not isinstance(value, (dict, list)) or len(flat) + indent <= width or not value:
         return flat
     pad, inner = " " * indent, " " * (indent + 1)
     if isinstance(value, dict):
-        items = [f"{inner}{json.dumps(k, ensure_ascii=False)}: {_layout(v, indent + 1, width).lstrip()}"
+        items = [f"{inner}{json.dumps(k, ensure_ascii=False)}: "
+                 f"{_layout(v, indent + 1, width, flat_items=(k == 'points')).lstrip()}"
                  for k, v in value.items()]
         return "{\n" + ",\n".join(items) + "\n" + pad + "}"
-    items = [inner + _layout(v, indent + 1, width).lstrip() for v in value]
+    if flat_items:
+        items = [inner + json.dumps(v, ensure_ascii=False) for v in value]
+    else:
+        items = [inner + _layout(v, indent + 1, width).lstrip() for v in value]
     return "[\n" + ",\n".join(items) + "\n" + pad + "]"
 
 
 def dumps(profile: dict[str, Any]) -> str:
+    profile = _round(profile)
     ProfileModel.model_validate(profile)
     return _layout(profile) + "\n"
 

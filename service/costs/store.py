@@ -74,5 +74,5 @@ def profile_public(p: CostProfile) -> dict[str, Any]:
 def curve_public(c: CostCurve) -> dict[str, Any]:
     return {"technique": c.technique_slug, "axis": c.axis, "x": c.x_label, "stopped": c.stopped,
             "hyperparameters": c.hyperparameters, "fits": c.fits,
-            "points": [{k: p[k] for k in ("x", "shapes", "latency_s", "peak_bytes", "parameters", "flops",
-                                          "repeats", "spread")} for p in c.points]}
+            "points": [{k: p.get(k) for k in ("x", "shapes", "latency_s", "cpu_s", "peak_bytes", "parameters",
+                                              "flops", "repeats", "spread")} for p in c.points]}

@@ -38,7 +38,7 @@ class Quantity:
     scale: float  # value in the unit = raw * scale
 
 
-LATENCY = Quantity("time", "Forward latency", "ms", 1e3)
+LATENCY = Quantity("time", "Forward time", "ms", 1e3)
 MEMORY = Quantity("memory", "Memory (weights + forward peak)", "MiB", 1 / (1 << 20))
 
 
@@ -104,6 +104,8 @@ def chart(series: Sequence[Series], quantity: Quantity, axis: str, chart_id: str
     if yhi / ylo < 10:
         ylo, yhi = ylo / 2, yhi * 2
     lx0, lx1, ly0, ly1 = math.log(xlo), math.log(xhi), math.log(ylo), math.log(yhi)
+    padx, pady = 0.04 * (lx1 - lx0), 0.06 * (ly1 - ly0)  # keep markers off the frame
+    lx0, lx1, ly0, ly1 = lx0 - padx, lx1 + padx, ly0 - pady, ly1 + pady
     pw, ph = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
     def px(x: float) -> float:

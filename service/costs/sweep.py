@@ -31,9 +31,10 @@ FORMAT = 1
 
 @dataclass
 class Ceilings:
-    latency_s: float = 1.0  # one forward call
+    latency_s: float = 1.0  # one forward call (CPU time on CPU)
     peak_bytes: int = 1 << 30  # peak memory of one forward
-    curve_s: float = 20.0  # wall time of one curve, builds and repeats included
+    curve_s: float = 15.0  # one curve, builds and repeats included (CPU time on CPU, so the points
+    # measured do not depend on how busy the machine is)
 
     def as_dict(self) -> dict[str, float]:
         return {"latency_s": self.latency_s, "peak_bytes": self.peak_bytes, "curve_s": self.curve_s}
@@ -108,7 +109,7 @@ def measure_point(mech: Mechanism, shapes: dict[str, tuple[int, ...]], params: d
     first = call()  # also the output size
     out_elems = int(first["output"].numel())
     del first
-    timing = measure.time_forward(call, device, min_total_s=min(0.2, ceilings.latency_s))
+    timing = measure.time_forward(call, device, min_total_s=min(0.2, ceilings.latency_s), warmup=1)
     if device.type == "cuda":
         peak = measure.peak_cuda_bytes(call, device)
     else:
@@ -131,10 +132,10 @@ def sweep_curve(mech: Mechanism, tp: TechniquePlan, spec: CurveSpec, device: tor
                 ceilings: Ceilings, log: Callable[[str], None]) -> dict[str, Any]:
     points: list[dict[str, Any]] = []
     stopped = "all sizes measured"
-    started = time.perf_counter()
+    clock = time.process_time if device.type == "cpu" else time.perf_counter
+    started = clock()
     for pt in spec.points:
-        elapsed = time.perf_counter() - started
-        if elapsed > ceilings.curve_s:
+        if clock() - started > ceilings.curve_s:
             stopped = f"curve time budget of {ceilings.curve_s:g} s spent before x={pt.x}"
             break
         reason = None
@@ -241,7 +242,8 @@ def run_sweep(plan: Plan, complexities: dict[str, dict[str, str]], *, profile: s
         "format": FORMAT, "profile": profile, "machine": machine(device), "conditions": conditions,
         "method": {
             "dtype": "float32", "seed": 0, "attention_outputs": True,
-            "latency": "median wall time of warm forward calls (2 warm-up calls; at least 5 and 0.2 s of repeats)",
+            "latency": "median wall time of warm forward calls (2 warm-up calls; at least 5 and 0.2 s of repeats, "
+                       "3 when calls are slow)",
             "cpu": "median CPU time of the process over the same calls (CPU only); the time fit reads it",
             "memory": memory_method,
             "flops": "torch.utils.flop_counter on the meta device (matrix products and convolutions)",

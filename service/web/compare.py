@@ -13,13 +13,18 @@ from ..models import CostCurve, CostProfile, Reference, Technique
 from . import biblio, pages
 
 
+def _time(p: dict[str, Any]) -> float:
+    """What the time fit reads: the CPU time of the forward where measured, else its wall time."""
+    return p.get("cpu_s") or p["latency_s"]
+
+
 def _memory(p: dict[str, Any]) -> int:
     return p["peak_bytes"] + 4 * p["parameters"]
 
 
 def _series(label: str, c: CostCurve, quantity: str) -> svg.Series:
     xs = [p["x"] for p in c.points]
-    ys = [p["latency_s"] if quantity == "time" else _memory(p) for p in c.points]
+    ys = [_time(p) if quantity == "time" else _memory(p) for p in c.points]
     f = c.fits.get(quantity, {})
     return svg.Series(label, xs, ys, f.get("exponent"), f.get("stated_exponent"))
 
@@ -38,11 +43,13 @@ def charts(curves: list[tuple[str, CostCurve]], prof: CostProfile, axis: str, id
         rows.append({"label": label, "slug": c.technique_slug, "x": c.x_label, "stopped": c.stopped,
                      "time": c.fits.get("time", {}), "memory": c.fits.get("memory", {}),
                      "flops": c.fits.get("flops", {}),
+                     "cpu_time": any(p.get("cpu_s") for p in c.points),
                      "points": [{"x": p["x"], "shapes": p["shapes"], "ms": p["latency_s"] * 1e3,
+                                 "cpu_ms": p["cpu_s"] * 1e3 if p.get("cpu_s") else None,
                                  "mib": _memory(p) / (1 << 20), "flops": p["flops"], "parameters": p["parameters"]}
                                 for p in c.points]})
     return {
-        "axis": axis, "axis_name": svg.AXIS_NAMES.get(axis, axis),
+        "axis": axis, "axis_name": svg.AXIS_NAMES.get(axis, axis), "cpu_time": prof.device == "cpu",
         "latency": svg.chart([_series(lbl, c, "time") for lbl, c in curves], svg.LATENCY, axis,
                              f"{id_prefix}-{axis}-latency", prof.name),
         "memory": svg.chart([_series(lbl, c, "memory") for lbl, c in curves], svg.MEMORY, axis,
