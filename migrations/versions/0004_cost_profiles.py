@@ -1,15 +1,15 @@
 """Measured cost curves per machine profile (data/costs/*.json).
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0004_costs
+Revises: 0003_divergences
 Create Date: 2026-11-30
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0004'
-down_revision = '0003'
+revision = '0004_costs'
+down_revision = '0003_divergences'
 branch_labels = None
 depends_on = None
 

@@ -37,7 +37,10 @@ def slope(pts: Sequence[tuple[float, float]]) -> float | None:
     return sum((a - mx) * (b - my) for a, b in zip(lx, ly, strict=True)) / sxx
 
 
-def exponent(xs: Sequence[float], ys: Sequence[float | None]) -> tuple[float | None, int]:
+def exponent(xs: Sequence[float], ys: Sequence[float | None], min_points: int = 2) -> tuple[float | None, int]:
+    """Slope over the upper half of the points with a value; None when fewer than ``min_points`` have one."""
+    if sum(1 for y in ys if y is not None and y > 0) < min_points:
+        return None, 0
     pts = upper_half(xs, ys)  # type: ignore[arg-type]
     return slope(pts), len(pts)
 

@@ -47,6 +47,9 @@ class TechniquePlan(BaseModel):
 
     fixed: dict[str, int] = Field(default_factory=dict, description="dims held fixed on every curve")
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    attention_outputs: bool = Field(default=True, description="whether the forward also forms the attention "
+                                    "maps the API returns (false where they are an N x N view of a sparse or "
+                                    "linear computation that the method itself never forms)")
     curves: dict[Axis, CurvePlan]
     symbols: dict[str, list[str]] = Field(
         default_factory=dict, description="stated symbol -> the input dims whose product it stands for")

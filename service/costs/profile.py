@@ -77,6 +77,7 @@ class TechniqueCosts(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     hyperparameters: dict[str, Any]
+    attention_outputs: bool = True
     curves: list[CurveModel]
 
 

@@ -98,13 +98,13 @@ def _inputs(mech: Mechanism, shapes: dict[str, tuple[int, ...]], device: torch.d
 
 
 def measure_point(mech: Mechanism, shapes: dict[str, tuple[int, ...]], params: dict[str, Any],
-                  device: torch.device, ceilings: Ceilings) -> dict[str, Any]:
+                  device: torch.device, ceilings: Ceilings, attention: bool = True) -> dict[str, Any]:
     resolved = mech.validate(shapes, params)
     module = runtime.build_module(mech, shapes, resolved, seed=0, device=device)
     inputs = _inputs(mech, shapes, device)
 
     def call():
-        return runtime.forward(mech, module, inputs, seed=0)
+        return runtime.forward(mech, module, inputs, seed=0, need_weights=attention)
 
     first = call()  # also the output size
     out_elems = int(first["output"].numel())
@@ -119,7 +119,7 @@ def measure_point(mech: Mechanism, shapes: dict[str, tuple[int, ...]], params: d
         with torch.device(dev):
             m = mech.build(shapes, resolved).eval()
             x = {k: torch.empty(s) for k, s in shapes.items()}
-        return runtime.forward(mech, m, x, seed=0)
+        return runtime.forward(mech, m, x, seed=0, need_weights=attention)
 
     flops = None if mech.stochastic else measure.count_flops(on)
     return {"latency_s": timing.median_s, "cpu_s": timing.cpu_median_s if device.type == "cpu" else None,
@@ -153,7 +153,7 @@ def sweep_curve(mech: Mechanism, tp: TechniquePlan, spec: CurveSpec, device: tor
             stopped = f"inputs at x={pt.x} take {input_bytes} bytes > ceiling"
             break
         try:
-            m = measure_point(mech, pt.shapes, tp.hyperparameters, device, ceilings)
+            m = measure_point(mech, pt.shapes, tp.hyperparameters, device, ceilings, tp.attention_outputs)
         except Exception as exc:  # noqa: BLE001 - recorded with the curve; the sweep goes on
             stopped = f"x={pt.x}: {type(exc).__name__}: {str(exc)[:200]}"
             break
@@ -192,7 +192,8 @@ def judge_curve(curve: dict[str, Any], tp: TechniquePlan, complexity: dict[str, 
     gm = bigo.growth(mem_expr, weights)
     out_e, _ = fit.exponent(xs, [p["output_elements"] for p in pts])
     out_e = round(out_e, 3) if out_e is not None else 0.0
-    e, n = fit.exponent(xs, [m if (m := memory_bytes(p)) >= plan.memory_floor_bytes else None for p in pts])
+    e, n = fit.exponent(xs, [m if (m := memory_bytes(p)) >= plan.memory_floor_bytes else None for p in pts],
+                        min_points=3)
     fits["memory"] = fit.judge(e, n, f"{mem_expr} (+ output)", max(gm.exponent, out_e), min(gm.lowest, out_e),
                                plan.tolerance, escapes.get("memory")).as_dict()
     e, n = fit.exponent(xs, [p["flops"] for p in pts])
@@ -229,7 +230,8 @@ def run_sweep(plan: Plan, complexities: dict[str, dict[str, str]], *, profile: s
                 f"({curve['fits']['time']['verdict']}), memory^{curve['fits']['memory']['exponent']} "
                 f"({curve['fits']['memory']['verdict']})")
             curves.append(curve)
-        techniques[slug] = {"hyperparameters": mech.resolve_params(tp.hyperparameters), "curves": curves}
+        techniques[slug] = {"hyperparameters": mech.resolve_params(tp.hyperparameters),
+                            "attention_outputs": tp.attention_outputs, "curves": curves}
     conditions.update(finished=_now(), loadavg_after=_loadavg(), wall_s=round(time.perf_counter() - t0, 1))
     if device.type == "cpu":
         memory_method = ("weights (float32) plus the peak resident-set growth during one forward "
@@ -241,7 +243,8 @@ def run_sweep(plan: Plan, complexities: dict[str, dict[str, str]], *, profile: s
     return {
         "format": FORMAT, "profile": profile, "machine": machine(device), "conditions": conditions,
         "method": {
-            "dtype": "float32", "seed": 0, "attention_outputs": True,
+            "dtype": "float32", "seed": 0,
+            "attention_outputs": "formed as the API returns them, unless a technique's entry says false",
             "latency": "median wall time of warm forward calls (2 warm-up calls; at least 5 and 0.2 s of repeats, "
                        "3 when calls are slow)",
             "cpu": "median CPU time of the process over the same calls (CPU only); the time fit reads it",

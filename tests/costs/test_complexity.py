@@ -110,11 +110,17 @@ def test_measured_growth_agrees_with_stated_complexity(slug, axis, quantity):
     else:
         ys = [p["peak_bytes"] + 4 * p["parameters"] for p in pts]
         ys = [y if y >= PLAN.memory_floor_bytes else None for y in ys]
-        measured = upper_half_slope(xs, ys)
+        # three points above the resolution at least, or the slope of two small figures is noise
+        measured = upper_half_slope(xs, ys) if sum(y is not None for y in ys) >= 3 else None
         out = upper_half_slope(xs, [p["output_elements"] for p in pts]) or 0.0
         expected, lowest = max(stated.exponent, out), min(stated.lowest, out)
-    assert measured is not None, f"{slug} {axis} {quantity}: too few points above the resolution"
     recorded = curve["fits"][quantity]
+    if measured is None and quantity == "memory":
+        # nothing to contradict: the memory stays under the resolution up to the last planned size
+        assert curve["stopped"] == "all sizes measured", (slug, axis)
+        assert recorded["verdict"] == "not-measurable"
+        return
+    assert measured is not None, f"{slug} {axis} {quantity}: too few points above the resolution"
     assert recorded["exponent"] == pytest.approx(measured, abs=2e-3), "the profile's fit is stale"
     assert measured <= expected + TOL, (
         f"{slug} {quantity} along {axis} grows as x^{measured:.2f}, faster than the stated "

@@ -92,3 +92,10 @@ def test_slope_matches_an_independent_least_squares():
 ])
 def test_verdicts(measured, escape, verdict):
     assert fit.judge(measured, 3, "N^2", 2.0, 2.0, 0.35, escape).verdict == verdict
+
+
+def test_memory_fit_needs_three_points_above_the_resolution():
+    xs = [1, 2, 4, 8]
+    assert fit.exponent(xs, [None, None, 5.0, 10.0], min_points=3) == (None, 0)
+    e, n = fit.exponent(xs, [None, 2.5, 5.0, 10.0], min_points=3)
+    assert e == pytest.approx(1.0) and n == 2
