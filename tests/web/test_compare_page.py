@@ -172,3 +172,14 @@ def test_compare_page_in_headless_chromium(live_server, tmp_path):
     width, height = struct.unpack(">II", data[16:24])
     assert (width, height) == (1280, 2400)
     assert len(data) > 50_000  # not a blank page
+
+
+def test_technique_page_links_a_comparison_with_its_related_techniques(web, db):
+    from service.models import TechniqueRelated
+
+    related = list(db.execute(select(TechniqueRelated.related_slug).where(
+        TechniqueRelated.technique_slug == "cbam").order_by(TechniqueRelated.position)).scalars())
+    assert related
+    link = parse(web.get("/t/cbam").text).find("a", cls="compare-link")
+    assert link.attrs["href"] == "/compare?slugs=" + ",".join((["cbam"] + related)[:6])
+    assert web.get(link.attrs["href"]).status_code == 200
