@@ -146,12 +146,15 @@ def _error_page(request: Request, status: int, message: str) -> Response:
                        400: {"description": "too few, too many or unknown techniques, as an HTML page"}})
 def compare(request: Request, session: SessionDep, settings: SettingsDep,
             slugs: Annotated[list[str], Query(description=f"{COMPARE_MIN} to {COMPARE_MAX} technique slugs, "
-                                              "comma-separated or repeated", examples=["se,cbam,eca"])] = [],  # noqa: B006
+                                              "comma-separated or repeated",
+                                              examples=["squeeze-and-excitation,cbam"])] = [],  # noqa: B006
+            slug: Annotated[list[str], Query(description="one technique slug; repeatable (as the index's "
+                                             "selection sends them), combined with slugs")] = [],  # noqa: B006
             profile: ProfileQuery = None) -> Response:
     """Formulas, strengths and limitations, year and original paper of each technique, and their
     measured cost curves on shared axes. Readable without JavaScript."""
     try:
-        wanted = parse_slugs(slugs)
+        wanted = parse_slugs([*slugs, *slug])
         if not COMPARE_MIN <= len(wanted) <= COMPARE_MAX:
             raise ApiError(400, f"choose {COMPARE_MIN} to {COMPARE_MAX} techniques to compare "
                                 f"(got {len(wanted)})")

@@ -80,6 +80,15 @@ def test_compare_page_puts_every_curve_on_shared_axes(web):
         assert f"{curve['fits']['time']['exponent']:.2f}" in table.text()
 
 
+def test_compare_accepts_the_selection_parameter(web):
+    """The index's selection sends slug=a&slug=b; both spellings combine without repeats."""
+    doc = parse(web.get("/compare?slug=non-local&slug=transformer").text)
+    assert [a.attrs["id"] for a in doc.find_all("article", cls="compare-item")] == ["c-non-local", "c-transformer"]
+    doc = parse(web.get("/compare?slug=non-local&slug=transformer&slugs=non-local,cbam").text)
+    assert sorted(a.attrs["id"] for a in doc.find_all("article", cls="compare-item")) == [
+        "c-cbam", "c-non-local", "c-transformer"]
+
+
 def test_channel_axis_only_for_techniques_measured_on_it(web):
     doc = parse(web.get("/compare?slugs=squeeze-and-excitation,non-local").text)
     channels = doc.find("section", id="cost-channels")
