@@ -40,7 +40,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from .sweep import Ceilings, run_sweep
 
     root = Path(args.data or settings.knowledge_dir)
-    device = torch.device(args.device)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        print(f"unknown device {args.device!r}; use cpu or cuda[:N]", file=sys.stderr)
+        return 2
+    if args.profile and not prof.PROFILE_NAME.match(args.profile):
+        print(f"profile name {args.profile!r}: use lowercase letters, digits and hyphens", file=sys.stderr)
+        return 2
     if device.type == "cuda" and not torch.cuda.is_available():
         print("CUDA is not available on this machine", file=sys.stderr)
         return 2

@@ -55,3 +55,5 @@ def test_sweep_command_writes_a_profile_that_sync_loads(tmp_path, capsys):
 
     assert cli_main([*args, "--only", "no-such-technique"]) == 2
     assert "no-such-technique" in capsys.readouterr().err
+    assert cli_main(["bench", "costs", "--data", str(root), "--profile", "Not A Name"]) == 2
+    assert cli_main(["bench", "costs", "--data", str(root), "--device", "abacus"]) == 2
