@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .costs import command as costs_command
 from .settings import Settings
 
 
@@ -218,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-attention", action="store_true", help="output only (may take a fused kernel)")
     r.add_argument("--output", "-o", help="write the outputs as .safetensors")
     r.set_defaults(func=_run)
+    costs_command.add_parser(sub)
     return parser
 
 

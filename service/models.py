@@ -106,4 +106,32 @@ class Meta(SQLModel, table=True):
     value: str = Field(sa_column=Column(Text, nullable=False))
 
 
+class CostProfile(SQLModel, table=True):
+    """A machine profile of measured cost curves (data/costs/<name>.json)."""
+
+    __tablename__ = "cost_profiles"
+    name: str = Field(primary_key=True, max_length=64)
+    device: str = Field(max_length=16)
+    machine: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    conditions: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    method: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    content_hash: str = Field(default="", max_length=64)
+    updated_at: datetime = _ts()
+
+
+class CostCurve(SQLModel, table=True):
+    """One measured curve: a technique's cost along one axis on one machine profile."""
+
+    __tablename__ = "cost_curves"
+    profile: str = Field(sa_column=Column(String(64), ForeignKey("cost_profiles.name", ondelete="CASCADE"),
+                                          primary_key=True))
+    technique_slug: str = Field(sa_column=Column(String(96), primary_key=True))
+    axis: str = Field(sa_column=Column(String(16), primary_key=True))
+    x_label: str
+    stopped: str = Field(sa_column=Column(Text, nullable=False))
+    hyperparameters: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    points: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    fits: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
 Index("ix_technique_applications_tag", TechniqueApplication.__table__.c.tag)

@@ -71,6 +71,10 @@ class Settings(BaseSettings):
                                "turns it on); otherwise on the first run")
     torch_threads: int = Field(default=0, description="intra-op threads per worker; 0 = cores / workers")
 
+    # measured cost curves (data/costs/<profile>.json)
+    cost_profile: str = Field(default="cpu", description="the machine profile the pages show and the cost "
+                              "routes answer with when none is named")
+
     # write API
     api_keys: str = Field(default="", description="comma-separated 'name:role:sha256hex' (role: write|read)")
     max_import_bytes: int = Field(default=4 << 20, description="BibTeX/RIS import body size")

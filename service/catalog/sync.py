@@ -15,6 +15,8 @@ from sqlalchemy import delete, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from ..costs.profile import load_profiles
+from ..costs.store import write_costs
 from ..models import (
     Application,
     Category,
@@ -25,7 +27,7 @@ from ..models import (
     TechniqueRelated,
     utcnow,
 )
-from .loader import Catalog, load_catalog, verification_record
+from .loader import Catalog, CatalogInvalid, load_catalog, verification_record
 from .version import bump
 
 
@@ -37,6 +39,7 @@ class SyncReport:
     kept_edited: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     references: int = 0
+    cost_profiles: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (f"{len(self.created)} created, {len(self.updated)} updated, {len(self.unchanged)} unchanged, "
@@ -56,9 +59,13 @@ def _hash(payload: dict) -> str:
 
 def sync(engine: Engine, root: Path, implemented: set[str] | None = None) -> SyncReport:
     catalog = load_catalog(root)  # raises CatalogInvalid before anything is written
+    cost_profiles, problems = load_profiles(root, set(catalog.techniques))
+    if problems:
+        raise CatalogInvalid(problems)
     implemented = implemented_slugs() if implemented is None else implemented
     with Session(engine) as session:
         report = _write(session, catalog, implemented)
+        report.cost_profiles = write_costs(session, cost_profiles)
         session.commit()
     return report
 
