@@ -1,7 +1,7 @@
 """Measured cost curves per machine profile (data/costs/*.json).
 
-Revision ID: 0004_costs
-Revises: 0003_divergences
+Revision ID: 0005_costs
+Revises: 0004_catalogue_version
 Create Date: 2026-11-30
 """
 from alembic import op
