@@ -27,7 +27,7 @@ from sqlalchemy import insert  # noqa: E402
 from sqlmodel import Session  # noqa: E402
 
 from service.api.citations import library_for  # noqa: E402
-from service.catalog.version import bump_catalogue_version  # noqa: E402
+from service.catalog.version import bump  # noqa: E402
 from service.citations import formatted, importers  # noqa: E402
 from service.main import create_app  # noqa: E402
 from service.models import Reference, utcnow  # noqa: E402
@@ -99,7 +99,7 @@ def add_references(client, n: int) -> None:
     with Session(client.app.state.engine) as s:
         for i in range(0, n, 5000):
             s.execute(insert(Reference), rows[i:i + 5000])
-        bump_catalogue_version(s)
+        bump(s)
         s.commit()
 
 

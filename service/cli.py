@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .costs import command as costs_command
 from .settings import Settings
 
 
@@ -17,6 +18,7 @@ def _serve(args, settings: Settings) -> int:
     # worker processes build the app from the environment: JSON logs in each of them
     os.environ["ATLAS_JSON_LOGS"] = "true"
     os.environ["ATLAS_LOG_LEVEL"] = args.log_level
+    os.environ.setdefault("ATLAS_RUN_PRESTART", "true")  # workers warm up while the catalogue loads
     uvicorn.run("service.main:create_app", factory=True, host=args.host or settings.host,
                 port=args.port or settings.port, workers=args.workers, timeout_graceful_shutdown=30,
                 log_config=None, log_level=args.log_level, access_log=False)
@@ -217,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-attention", action="store_true", help="output only (may take a fused kernel)")
     r.add_argument("--output", "-o", help="write the outputs as .safetensors")
     r.set_defaults(func=_run)
+    costs_command.add_parser(sub)
     return parser
 
 

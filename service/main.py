@@ -8,12 +8,12 @@ from contextlib import asynccontextmanager, contextmanager
 from fastapi import Depends, FastAPI
 
 from . import __version__, errors
-from .api import admin, citations, health, ops, run, taxonomy, techniques, web
+from .api import admin, citations, costs, health, ops, readmodel, run, taxonomy, techniques, web
 from .api.deps import forbid_unknown_query
 from .db import make_engine
 from .metrics import Metrics
 from .observability import RequestContextMiddleware
-from .runner import ModuleCache, RunPool
+from .runs.core import RunService
 from .settings import Settings
 
 log = logging.getLogger("service")
@@ -80,27 +80,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if settings.torch_threads > 0:
-            import torch
-
-            torch.set_num_threads(settings.torch_threads)
+        if settings.run_prestart:
+            app.state.runs.pool.start()
         if settings.sync_on_start:
             prepare_database(app)
-        citations.start_warming(app)
+            app.state.catalogue.current()  # build the read model before the first request
+        citations.start_warming(app)  # formatted references and exports, in the background
         yield
-        app.state.run_pool.shutdown()
+        app.state.catalogue.close()
+        await app.state.runs.close()
         app.state.engine.dispose()
 
     app = FastAPI(title="Attention Atlas", version=__version__, description=DESCRIPTION, lifespan=lifespan,
                   dependencies=[Depends(forbid_unknown_query)], docs_url=None)
     app.state.settings = settings
     app.state.engine = make_engine(settings)
-    app.state.run_pool = RunPool(settings.run_workers, settings.run_queue, settings.run_timeout_s)
+    app.state.runs = RunService(settings)
+    app.state.shm_regions = {}
     app.state.metrics = Metrics()
-    app.state.module_cache = ModuleCache(settings.module_cache_size)
+    readmodel.install(app)  # the catalogue snapshot; its 304 answers still pass the request middleware
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     errors.install(app)
-    for module in (techniques, taxonomy, run, citations, admin, health, ops, web):
+    for module in (techniques, taxonomy, run, citations, admin, health, ops, web, costs):
         app.include_router(module.router)
     web.mount_static(app)
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, BigInteger, Column, DateTime, ForeignKey, Index, Integer, String, Text
 from sqlmodel import Field, SQLModel
 
 
@@ -63,6 +63,8 @@ class Technique(SQLModel, table=True):
     divergences: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     content_hash: str = Field(default="", max_length=64)
     edited_via_api: bool = False  # sync from data/ never overwrites such a record
+    # raised by every write of the row; a conditional write names the version it read (compare-and-swap)
+    version: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
     updated_at: datetime = _ts()
 
 
@@ -89,10 +91,47 @@ class TechniqueRelated(SQLModel, table=True):
     position: int = 0
 
 
+class CatalogueVersion(SQLModel, table=True):
+    """One row: a counter raised in the same transaction as every write to the catalogue (techniques,
+    references, taxonomy, applications), so every process can tell cheaply whether its copy is current."""
+
+    __tablename__ = "catalogue_version"
+    id: int = Field(default=1, primary_key=True)
+    version: int = Field(default=1, sa_column=Column(BigInteger, nullable=False))
+
+
 class Meta(SQLModel, table=True):
     __tablename__ = "meta"
     key: str = Field(primary_key=True, max_length=64)
     value: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class CostProfile(SQLModel, table=True):
+    """A machine profile of measured cost curves (data/costs/<name>.json)."""
+
+    __tablename__ = "cost_profiles"
+    name: str = Field(primary_key=True, max_length=64)
+    device: str = Field(max_length=16)
+    machine: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    conditions: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    method: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    content_hash: str = Field(default="", max_length=64)
+    updated_at: datetime = _ts()
+
+
+class CostCurve(SQLModel, table=True):
+    """One measured curve: a technique's cost along one axis on one machine profile."""
+
+    __tablename__ = "cost_curves"
+    profile: str = Field(sa_column=Column(String(64), ForeignKey("cost_profiles.name", ondelete="CASCADE"),
+                                          primary_key=True))
+    technique_slug: str = Field(sa_column=Column(String(96), primary_key=True))
+    axis: str = Field(sa_column=Column(String(16), primary_key=True))
+    x_label: str
+    stopped: str = Field(sa_column=Column(Text, nullable=False))
+    hyperparameters: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    points: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    fits: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
 Index("ix_technique_applications_tag", TechniqueApplication.__table__.c.tag)

@@ -29,18 +29,51 @@ class Settings(BaseSettings):
     # queries
     page_size_default: int = 20
     page_size_max: int = 100
+    catalog_check_interval_ms: int = Field(
+        default=0, ge=0, description="how often a process checks the catalogue version in the database to see "
+        "writes made through other processes (0: on every request, so a write is visible everywhere at once)")
+    catalog_search_cache: int = Field(
+        default=256, ge=0, description="search answers kept per catalogue version (0: ask the engine every time)")
 
     # run API limits (checked before any allocation)
     max_tensor_elements: int = Field(default=1 << 24, description="elements in one input tensor")
     max_total_elements: int = Field(default=1 << 25, description="elements in all inputs and weights")
     max_body_bytes: int = Field(default=256 << 20, description="binary request body size")
-    max_json_body_bytes: int = Field(default=16 << 20, description="JSON request body size")
+    max_json_body_bytes: int = Field(default=8 << 20, description="JSON request body size (JSON is for small "
+                                     "tensors: parsing costs several times its size in memory)")
     max_batch_slugs: int = 16
-    run_workers: int = Field(default=2, description="threads executing mechanisms")
+    run_workers: int = Field(default=2, description="worker processes executing mechanisms (run slots)")
+    run_spare_workers: int = Field(default=1, description="warm workers kept in reserve: one replaces a worker "
+                                   "killed on timeout at once")
     run_queue: int = Field(default=8, description="runs waiting for a worker before 503")
-    run_timeout_s: float = Field(default=60.0, description="wall time of one run")
-    module_cache_size: int = Field(default=16, description="built modules kept for repeated runs (0: none)")
-    torch_threads: int = Field(default=0, description="intra-op threads per run; 0 = torch default")
+    run_timeout_s: float = Field(default=60.0, description="wall time of one run; past it the worker is killed")
+    run_max_parameters: int = Field(default=50_000_000, description="parameters a run may make the server build")
+    run_max_bytes: int = Field(default=1 << 30, description="peak bytes a run may need (weights, inputs, "
+                               "activations with margin), estimated before anything is allocated")
+    run_budget_margin: float = Field(default=2.0, description="factor on the traced activation peak (kernel "
+                                     "scratch memory is not visible to the trace)")
+    run_overhead_bytes: int = Field(default=32 << 20, description="fixed allowance added to every run's budget")
+    run_worker_memory_bytes: int = Field(default=3 << 30, description="address space a worker may add after "
+                                         "start-up (RLIMIT_AS); 0 = no limit")
+    run_module_cache_bytes: int = Field(default=256 << 20, description="weights of built modules kept per worker "
+                                        "for repeated runs (never with client weights)")
+    run_worker_malloc_tuning: bool = Field(default=True, description="workers keep freed heap memory for reuse "
+                                           "(glibc MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_)")
+    run_body_timeout_s: float = Field(default=10.0, description="base time allowed for a run body to arrive")
+    run_body_min_bytes_per_s: int = Field(default=1 << 20, description="minimum upload rate: the allowance grows "
+                                          "by Content-Length divided by this")
+    run_body_idle_timeout_s: float = Field(default=5.0, description="longest pause between body chunks")
+    run_shm_dir: str = Field(default="", description="tmpfs directory for shared-memory segments; default /dev/shm")
+    run_shm_keep_bytes: int = Field(default=512 << 20, description="free shared-memory segments kept for reuse")
+    run_shm_client_regions: bool = Field(default=False, description="accept client-named shared-memory regions "
+                                         "(co-located clients only; off by default)")
+    run_prestart: bool = Field(default=False, description="start the run workers with the app (the serve command "
+                               "turns it on); otherwise on the first run")
+    torch_threads: int = Field(default=0, description="intra-op threads per worker; 0 = cores / workers")
+
+    # measured cost curves (data/costs/<profile>.json)
+    cost_profile: str = Field(default="cpu", description="the machine profile the pages show and the cost "
+                              "routes answer with when none is named")
 
     # write API
     api_keys: str = Field(default="", description="comma-separated 'name:role:sha256hex' (role: write|read)")

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import ValidationError
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 from starlette.concurrency import run_in_threadpool
@@ -24,12 +24,13 @@ from ..auth import WriteKey
 from ..catalog import query
 from ..catalog.latex import check_math
 from ..catalog.loader import TechniqueFile
+from ..catalog.snapshot import dumps, etag_for
 from ..catalog.sync import refresh_search_index
-from ..catalog.version import bump_catalogue_version
+from ..catalog.version import bump
 from ..citations.importers import parse_bibtex_upload, parse_ris_upload, plan_import
 from ..errors import ERROR_SCHEMA, ApiError
 from ..models import Application, Meta, Reference, Technique, TechniqueApplication, utcnow
-from .deps import SettingsDep, etag_for, json_bytes, read_body
+from .deps import SettingsDep, json_bytes, read_body
 from .techniques import SLUG
 
 log = logging.getLogger("service.write")
@@ -152,7 +153,7 @@ def _import(request: Request, text: str, ris: bool, on_conflict: str, dry_run: b
             ref = session.get(Reference, e.citekey)
             ref.entry_type, ref.fields, ref.persons, ref.bibtex = e.entry_type, e.fields, e.persons, e.bibtex
             ref.source, ref.updated_at = "api", now
-        bump_catalogue_version(session)
+        bump(session)
         try:
             session.commit()
         except IntegrityError:
@@ -228,16 +229,17 @@ def _patch_problems(doc: dict[str, Any]) -> tuple[TechniqueFile | None, list[dic
     return tf, problems
 
 
-def _public(session: Session, slug: str) -> tuple[Technique, dict[str, Any], str]:
+def _public(session: Session, slug: str) -> tuple[Technique, bytes, str]:
+    """The technique as GET /techniques/{slug} serves it (the same bytes, so the same ETag)."""
     t = query.get_technique(session, slug)
-    payload = query.to_public(t, query.load_related(session, [slug]))
-    return t, payload, etag_for(json_bytes(payload))
+    body = dumps(query.to_public(t, query.load_related(session, [slug])))
+    return t, body, etag_for(body)
 
 
-def _respond(t: Technique, payload: dict[str, Any], etag: str) -> Response:
+def _respond(t: Technique, body: bytes, etag: str) -> Response:
     headers = {"ETag": etag, "Cache-Control": "no-cache",
                "Last-Modified": format_datetime(query.aware(t.updated_at), usegmt=True)}
-    return Response(json_bytes(payload), media_type="application/json", headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
 
 
 _PATCH_EXAMPLE = {"summary": "A rewritten summary of at least eighty characters that says what the technique "
@@ -291,46 +293,66 @@ async def patch_technique(request: Request, settings: SettingsDep, key: WriteKey
     return await run_in_threadpool(_patch, request, slug, patch, key.name)
 
 
-def _patch(request: Request, slug: str, patch: dict[str, Any], key_name: str) -> Response:
-    with Session(request.app.state.engine) as session:
-        t, payload, etag = _public(session, slug)
-        _check_if_match(request, etag)
-        rel = query.load_related(session, [slug])
-        current = _document(t, rel)
-        tf, problems = _patch_problems(merge_patch(current, patch))
-        if problems or tf is None:
-            fields = ", ".join(dict.fromkeys(p["field"] for p in problems))
-            raise ApiError(422, f"the change breaks the rules for technique records ({fields}); nothing was written",
-                           details={"problems": problems})
-        values = {"name": tf.name, "aliases": tf.aliases, "summary": tf.summary, "formula_latex": tf.formula.latex,
-                  "formula_legend": [i.model_dump() for i in tf.formula.legend], "strengths": tf.strengths,
-                  "limitations": tf.limitations, "complexity": tf.complexity.model_dump(exclude_none=True),
-                  "survey_note": tf.survey_note}
-        changed = {k: v for k, v in values.items() if getattr(t, k) != v}
-        apps_changed = tf.applications != current["applications"]
-        if not changed and not apps_changed:
-            return _respond(t, payload, etag)
+_PATCH_ATTEMPTS = 5  # without If-Match: merges onto a record that changed meanwhile before giving up (409)
 
-        now = utcnow()
-        for k, v in changed.items():
-            setattr(t, k, v)
-        t.edited_via_api = True
-        t.updated_at = now
-        if apps_changed:
-            _set_applications(session, slug, tf.applications)
-        session.flush()
-        refresh_search_index(session)
-        meta = session.get(Meta, "catalog_updated_at")
-        if meta is None:
-            session.add(Meta(key="catalog_updated_at", value=now.isoformat()))
-        else:
-            meta.value = now.isoformat()
-        bump_catalogue_version(session)
-        session.commit()
-        log.info("technique %s edited by key %s: %s", slug, key_name,
-                 ", ".join(sorted(set(changed) | ({"applications"} if apps_changed else set()))))
-        t, payload, etag = _public(session, slug)
-        return _respond(t, payload, etag)
+
+def _patch(request: Request, slug: str, patch: dict[str, Any], key_name: str) -> Response:
+    """Read, merge, validate, then write with a compare-and-swap on the row's version: the UPDATE names the
+    version that was read, so a change committed in between (by another request, worker or replica) makes
+    it match no row. With If-Match that is a 412; without, the patch is merged again onto the newer record."""
+    if_match = request.headers.get("if-match")
+    for _ in range(_PATCH_ATTEMPTS):
+        with Session(request.app.state.engine) as session:
+            t, body, etag = _public(session, slug)
+            _check_if_match(request, etag)
+            read_version = t.version
+            rel = query.load_related(session, [slug])
+            current = _document(t, rel)
+            tf, problems = _patch_problems(merge_patch(current, patch))
+            if problems or tf is None:
+                fields = ", ".join(dict.fromkeys(p["field"] for p in problems))
+                raise ApiError(422, f"the change breaks the rules for technique records ({fields}); nothing was "
+                                    "written", details={"problems": problems})
+            values = {"name": tf.name, "aliases": tf.aliases, "summary": tf.summary,
+                      "formula_latex": tf.formula.latex, "formula_legend": [i.model_dump() for i in tf.formula.legend],
+                      "strengths": tf.strengths, "limitations": tf.limitations,
+                      "complexity": tf.complexity.model_dump(exclude_none=True), "survey_note": tf.survey_note}
+            changed = {k: v for k, v in values.items() if getattr(t, k) != v}
+            apps_changed = tf.applications != current["applications"]
+            if not changed and not apps_changed:
+                return _respond(t, body, etag)
+
+            now = utcnow()
+            swapped = session.execute(
+                update(Technique).where(Technique.slug == slug, Technique.version == read_version)
+                .values(**changed, edited_via_api=True, updated_at=now, version=read_version + 1)
+                .execution_options(synchronize_session=False)).rowcount
+            if swapped != 1:
+                session.rollback()
+                if if_match is not None and if_match.strip() != "*":
+                    t, body, etag = _public(session, slug)
+                    raise ApiError(412, "the technique changed while this edit was checked (If-Match no longer "
+                                        "matches its ETag); GET it again and reapply your change",
+                                   code="precondition_failed", details={"etag": etag, "if_match": if_match})
+                continue
+            session.expire_all()
+            if apps_changed:
+                _set_applications(session, slug, tf.applications)
+            session.flush()
+            refresh_search_index(session)
+            meta = session.get(Meta, "catalog_updated_at")
+            if meta is None:
+                session.add(Meta(key="catalog_updated_at", value=now.isoformat()))
+            else:
+                meta.value = now.isoformat()
+            bump(session)
+            session.commit()
+            log.info("technique %s edited by key %s: %s", slug, key_name,
+                     ", ".join(sorted(set(changed) | ({"applications"} if apps_changed else set()))))
+            t, body, etag = _public(session, slug)
+            return _respond(t, body, etag)
+    raise ApiError(409, "the technique kept changing while this edit was applied; send it again",
+                   details={"attempts": _PATCH_ATTEMPTS})
 
 
 def _set_applications(session: Session, slug: str, tags: list[str]) -> None:

@@ -1,23 +1,20 @@
-"""The run API: GET /techniques/{slug}/implementation, POST /techniques/{slug}/run, POST /run (batch)."""
+"""The run API: GET /techniques/{slug}/implementation, POST /techniques/{slug}/run, POST /run (batch),
+and the co-located shared-memory path. Routes parse and hand over; the work is in service.runs."""
 
 from __future__ import annotations
 
-import inspect
-import json
-import math
 from typing import Annotated, Any, Literal
 
-import torch
 from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request as StarletteRequest
 
-from .. import tensors
+from .. import jsonbody
 from ..errors import ERROR_SCHEMA, ApiError
-from ..mechanisms import registry, runtime
-from ..mechanisms.base import Mechanism, MechanismInputError
-from ..runner import ModuleCache, RunPool, Stopwatch, flops
-from .deps import SessionDep, conditional_json, read_body
+from ..runs import wire
+from ..runs.core import RunOptions, RunResult, RunService
+from .deps import SessionDep, conditional_json
 
 router = APIRouter(tags=["run"])
 
@@ -25,141 +22,84 @@ SAFETENSORS = "application/vnd.safetensors"
 NPY = "application/x-npy"
 SLUG = Path(description="the technique's slug", examples=["squeeze-and-excitation"],
             pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", max_length=96)
+_RESPONSE_CHUNK = 1 << 20
 
 
-class RunOptions(BaseModel):
+class RunOptionsModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
     hyperparameters: dict[str, Any] = Field(default_factory=dict, description="overrides of the defaults")
     seed: int = Field(0, ge=0, le=2**63 - 1, description="initialises the weights and any sampling")
-    dtype: Literal["float32", "float64", "bfloat16"] = "float32"
+    dtype: Literal["float32", "float64", "bfloat16", "float16"] = "float32"
     return_attention: bool = Field(True, description="false: only the output (may take a fused kernel)")
     device: Literal["cpu", "cuda"] = "cpu"
     allow_nonfinite: bool = Field(False, description="accept NaN/inf in inputs")
+    timeout_s: float | None = Field(None, gt=0, description="a shorter time limit for this run than the "
+                                    "server's (ATLAS_RUN_TIMEOUT_S); never a longer one")
+
+    def options(self) -> RunOptions:
+        return RunOptions(self.hyperparameters, self.seed, self.dtype, self.return_attention, self.device,
+                          self.allow_nonfinite, self.timeout_s)
 
 
-class RunRequest(RunOptions):
+class RunRequest(RunOptionsModel):
     inputs: dict[str, Any] = Field(description="name -> {shape, dtype, data}")
     weights: dict[str, Any] | None = Field(None, description="name -> {shape, dtype, data}; see /implementation")
 
 
-class BatchRequest(RunOptions):
+class BatchRequest(RunOptionsModel):
     techniques: list[str] = Field(min_length=1, description="slugs to run on the same inputs")
     inputs: dict[str, Any]
     hyperparameters: dict[str, dict[str, Any]] = Field(default_factory=dict,
                                                        description="slug -> hyper-parameter overrides")
 
 
-def _mechanism(slug: str) -> Mechanism:
-    mech = registry.get(slug)
-    if mech is None:
-        near = [s for s in registry.all_mechanisms() if s.split("-")[0] == slug.split("-")[0]][:3]
-        raise ApiError(404, f"no implementation for '{slug}'", details={"did_you_mean": near,
-                                                                         "implemented": "/techniques?has_implementation=true"})
-    return mech
+class SharedRegionTensor(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    region: str = Field(description="a registered region's name")
+    offset: int = Field(0, ge=0)
+    shape: list[int]
+    dtype: Literal["float32", "float64", "bfloat16", "float16"] = "float32"
 
 
-def _limits(request: Request) -> tensors.Limits:
-    s = request.app.state.settings
-    return tensors.Limits(max_tensor_elements=s.max_tensor_elements, max_total_elements=s.max_total_elements)
+class SharedRunRequest(RunOptionsModel):
+    inputs: dict[str, SharedRegionTensor]
+    output_region: str = Field(description="a registered region the outputs are written to, from its start")
 
 
-def _input_error(exc: tensors.TensorError | MechanismInputError) -> ApiError:
-    status = getattr(exc, "status", 422 if isinstance(exc, MechanismInputError) else 400)
-    return ApiError(status, str(exc), details={"field": exc.field, "expected": exc.expected})
+class RegionRegistration(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="the name runs use for the region")
+    key: str = Field(description="the POSIX shared-memory name, e.g. /my_inputs (a file in the server's shm "
+                                 "directory)")
+    byte_size: int = Field(ge=1)
 
 
-def _options_from_query(request: Request) -> RunOptions:
-    """Options of binary requests come as query parameters (hyperparameters as a JSON object)."""
-    q = request.query_params
-    raw: dict[str, Any] = {}
-    for key in ("seed", "dtype", "return_attention", "device", "allow_nonfinite"):
-        if key in q:
-            raw[key] = q[key]
-    if "hyperparameters" in q:
-        try:
-            raw["hyperparameters"] = json.loads(q["hyperparameters"])
-        except json.JSONDecodeError:
-            raise ApiError(400, "hyperparameters must be a JSON object, e.g. {\"reduction\": 8}",
-                           details={"parameter": "hyperparameters"}) from None
-    return _validate(RunOptions, raw)
+def _service(request: Request) -> RunService:
+    return request.app.state.runs
 
 
 def _validate(model, raw: Any):
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        details = [{"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()]
-        raise ApiError(422, "invalid run request: " + "; ".join(f"{d['field']}: {d['problem']}" for d in details),
-                       details=details) from None
+        details = [{"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()][:20]
+        raise ApiError(422, "invalid run request: " + "; ".join(
+            f"{wire.short(d['field'], 80)}: {d['problem']}" for d in details[:5]), details=details) from None
 
 
-def _check_device(device: str) -> torch.device:
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ApiError(422, "device=cuda was asked for but this server has no CUDA device",
-                       details={"field": "device", "expected": "cpu"})
-    return torch.device(device)
-
-
-def _check_finite(inputs: dict[str, torch.Tensor], allow: bool) -> None:
-    if allow:
-        return
-    for name, t in inputs.items():
-        # min and max propagate NaN and carry +-inf: one reduction instead of a boolean mask of every element
-        if t.numel() and not torch.isfinite(torch.stack(torch.aminmax(t))).all():
-            raise ApiError(422, f"input '{name}' holds NaN or infinite values; clean it or pass allow_nonfinite=true",
-                           details={"field": f"inputs.{name}"})
-
-
-def _prepare(mech: Mechanism, inputs: dict[str, torch.Tensor], params: dict[str, Any]) -> dict[str, Any]:
-    try:
-        return mech.validate({k: tuple(v.shape) for k, v in inputs.items()}, params)
-    except MechanismInputError as exc:
-        raise _input_error(exc) from None
-
-
-def _execute(mech: Mechanism, inputs: dict[str, torch.Tensor], params: dict[str, Any], opts: RunOptions,
-             weights: dict[str, torch.Tensor] | None, cache: ModuleCache | None = None) -> dict[str, Any]:
-    """Build (or reuse), load weights, run; called in a worker thread."""
-    dtype = tensors.DTYPES[opts.dtype]
-    device = torch.device(opts.device)
-    shapes = {k: tuple(v.shape) for k, v in inputs.items()}
-
-    def build():
-        return runtime.build_module(mech, shapes, params, opts.seed, dtype=dtype, device=device)
-
-    if weights is not None or cache is None:
-        module = build()
-        if weights is not None:
-            runtime.load_weights(module, weights)
-    else:
-        key = (mech.slug, tuple(sorted(shapes.items())), tuple(sorted(params.items())), opts.seed, opts.dtype,
-               opts.device)
-        module = cache.get(key, build)
-    moved = {k: v.to(device=device, dtype=dtype) for k, v in inputs.items()}
-    watch = Stopwatch()
-    try:
-        out = runtime.forward(mech, module, moved, opts.seed, need_weights=opts.return_attention)
-    except RuntimeError as exc:
-        raise ApiError(422, f"{mech.slug} could not run on these inputs with dtype {opts.dtype}: {str(exc)[:300]}",
-                       details={"dtype": opts.dtype, "shapes": {k: list(v) for k, v in shapes.items()}}) from None
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    forward_ms = watch.ms()
-    attention = {o.name for o in mech.outputs if o.attention}
-    if not opts.return_attention:
-        out = {k: v for k, v in out.items() if k not in attention}
-    return {
-        "outputs": out, "attention": sorted(k for k in out if k in attention), "forward_ms": forward_ms,
-        "parameter_count": sum(p.numel() for p in module.parameters()),
-        "flops": flops(mech, shapes, params, opts.return_attention),
-    }
-
-
-def _meta(slug: str, result: dict[str, Any], params: dict[str, Any], opts: RunOptions, total_ms: float) -> dict:
-    return {"technique": slug, "hyperparameters": params, "seed": opts.seed, "dtype": opts.dtype,
-            "device": opts.device, "attention_outputs": result["attention"],
-            "parameter_count": result["parameter_count"], "flops": result["flops"],
-            "time_ms": {"forward": result["forward_ms"], "total": total_ms}}
+def _options_from_query(request: Request) -> RunOptionsModel:
+    """Options of binary requests come as query parameters (hyperparameters as a JSON object)."""
+    q = request.query_params
+    raw: dict[str, Any] = {k: q[k] for k in ("seed", "dtype", "return_attention", "device", "allow_nonfinite", "timeout_s")
+                           if k in q}
+    if "hyperparameters" in q:
+        try:
+            raw["hyperparameters"] = jsonbody.loads(q["hyperparameters"], what="the hyperparameters parameter",
+                                                    max_depth=8, allow_nonfinite=False)
+        except ApiError as exc:
+            raise ApiError(400, "hyperparameters must be a JSON object, e.g. {\"reduction\": 8}: " + exc.message,
+                           details={"parameter": "hyperparameters"}) from None
+    return _validate(RunOptionsModel, raw)
 
 
 def _wants_safetensors(request: Request) -> bool:
@@ -167,76 +107,125 @@ def _wants_safetensors(request: Request) -> bool:
     return SAFETENSORS in accept and "application/json" not in accept.split(SAFETENSORS)[0]
 
 
-def _respond(request: Request, meta: dict, outputs: dict[str, torch.Tensor]) -> Response:
+def _respond(request: Request, result: RunResult) -> Response:
+    meta = result.meta
     if _wants_safetensors(request):
-        body = tensors.tensors_to_safetensors(outputs, {"atlas": json.dumps(meta)})
-        return Response(body, media_type=SAFETENSORS, headers={
-            "X-Atlas-Forward-Ms": str(meta["time_ms"]["forward"]), "X-Atlas-Parameters": str(meta["parameter_count"])})
-    accept = request.headers.get("accept", "*/*")
-    if not any(t in accept for t in ("application/json", "*/*", "application/*")):
-        raise ApiError(406, f"cannot answer with {accept}", details={"supported": ["application/json", SAFETENSORS]})
-    return Response(tensors.json_response_bytes({**meta, "outputs": {k: tensors.tensor_to_json(v)
-                                                                     for k, v in outputs.items()}}),
-                    media_type="application/json")
+        import orjson
 
+        header = wire.safetensors_header_bytes(result.outputs, {"atlas": orjson.dumps(meta).decode()})
 
-async def _decode_request(request: Request, slug: str) -> tuple[RunOptions, dict[str, torch.Tensor],
-                                                                dict[str, torch.Tensor] | None]:
-    settings = request.app.state.settings
-    limits = _limits(request)
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    try:
-        if ctype == "application/json" or ctype == "":
-            body = await read_body(request, settings.max_json_body_bytes)
+        async def body():
             try:
-                raw = tensors.loads(body)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise ApiError(400, f"the body is not valid JSON: {exc}") from None
-            req = _validate(RunRequest, raw)
-            inputs = tensors.tensors_from_json(req.inputs, limits)
-            used = sum(t.numel() for t in inputs.values())
-            weights = tensors.tensors_from_json(req.weights, limits, "weights", used) if req.weights else None
-            return RunOptions(**req.model_dump(exclude={"inputs", "weights"})), inputs, weights
-        if ctype == SAFETENSORS:
-            opts = _options_from_query(request)
-            body = await read_body(request, settings.max_body_bytes)
-            return opts, tensors.tensors_from_safetensors(body, limits), None
-        if ctype == NPY:
-            opts = _options_from_query(request)
-            mech = _mechanism(slug)
-            name = request.query_params.get("input", mech.inputs[0].name)
-            body = await read_body(request, settings.max_body_bytes)
-            return opts, {name: tensors.tensor_from_npy(body, name, limits)}, None
-        if ctype == "multipart/form-data":
-            opts = _options_from_query(request)
-            body = await read_body(request, settings.max_body_bytes)
-            form = await _buffered(request, body).form(max_files=2, max_fields=4, max_part_size=settings.max_body_bytes)
-            parts = {k: v for k, v in form.multi_items()}
-            unknown = set(parts) - {"inputs", "weights", "options"}
-            if unknown or "inputs" not in parts:
-                raise ApiError(400, "multipart runs take parts 'inputs' (safetensors), optionally 'weights' "
-                                    "(safetensors) and 'options' (JSON)", details={"unknown": sorted(unknown)})
-            if "options" in parts:
-                raw_opts = parts["options"]
-                raw_opts = await raw_opts.read() if hasattr(raw_opts, "read") else raw_opts
-                try:
-                    opts = _validate(RunOptions, json.loads(raw_opts))
-                except json.JSONDecodeError:
-                    raise ApiError(400, "the 'options' part must be a JSON object") from None
-            blob = parts["inputs"]
-            inputs = tensors.tensors_from_safetensors(await blob.read() if hasattr(blob, "read") else blob.encode(),
-                                                      limits)
-            weights = None
-            if "weights" in parts:
-                w = parts["weights"]
-                used = sum(t.numel() for t in inputs.values())
-                weights = tensors.tensors_from_safetensors(await w.read() if hasattr(w, "read") else w.encode(),
-                                                           limits, "weights", used)
-            return opts, inputs, weights
-    except tensors.TensorError as exc:
-        raise _input_error(exc) from None
-    raise ApiError(415, f"unsupported content type {ctype!r}",
+                yield header
+                for ref in result.outputs:
+                    start, end = ref["offset"], ref["offset"] + ref["nbytes"]
+                    for pos in range(start, end, _RESPONSE_CHUNK):
+                        yield result.buffer[pos:min(end, pos + _RESPONSE_CHUNK)]
+            finally:
+                result.release()
+
+        length = len(header) + sum(r["nbytes"] for r in result.outputs)
+        return StreamingResponse(body(), media_type=SAFETENSORS, headers={
+            "Content-Length": str(length), "X-Atlas-Forward-Ms": str(meta["time_ms"]["forward"]),
+            "X-Atlas-Parameters": str(meta["parameter_count"])})
+    accept = request.headers.get("accept", "*/*")
+    try:
+        if not any(t in accept for t in ("application/json", "*/*", "application/*")):
+            raise ApiError(406, f"cannot answer with {wire.short(accept)}",
+                           details={"supported": ["application/json", SAFETENSORS]})
+        payload = {**meta, "outputs": {ref["name"]: wire.json_output(result.buffer, ref) for ref in result.outputs}}
+        return Response(wire.json_bytes(payload), media_type="application/json")
+    finally:
+        result.release()
+
+
+async def _decode(request: Request, svc: RunService, slug: str):
+    """(options, input refs, weight refs, segments to give back)."""
+    s = request.app.state.settings
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype in ("application/json", ""):
+        body = await svc.read_bytes(request, s.max_json_body_bytes)
+        req = _validate(RunRequest, jsonbody.loads(body, what="the run body"))
+        plans = [wire.json_tensor_plan(req.inputs, svc.limits)]
+        if req.weights:
+            used = sum(arr.size for _, arr, _ in plans[0])
+            plans.append(wire.json_tensor_plan(req.weights, svc.limits, "weights", used))
+        seg, refs = svc.segment_for_plan(plans)
+        return req.options(), refs[0], (refs[1] if len(refs) > 1 else None), [seg]
+    if ctype == SAFETENSORS:
+        opts = _options_from_query(request)
+        seg, size = await svc.read_into_segment(request, s.max_body_bytes)
+        try:
+            refs = wire.safetensors_refs(seg.view(), size, seg.name, 0, svc.limits)
+        except BaseException:
+            svc.segments.give(seg)
+            raise
+        return opts.options(), refs, None, [seg]
+    if ctype == NPY:
+        opts = _options_from_query(request)
+        name = request.query_params.get("input", "")
+        seg, size = await svc.read_into_segment(request, s.max_body_bytes)
+        try:
+            if not name:
+                spec = await svc.describe(slug)
+                name = spec["inputs"][0]["name"]
+            refs = [wire.npy_ref(seg.view(), size, seg.name, 0, name, svc.limits)]
+        except BaseException:
+            svc.segments.give(seg)
+            raise
+        return opts.options(), refs, None, [seg]
+    if ctype == "multipart/form-data":
+        return await _decode_multipart(request, svc)
+    raise ApiError(415, f"unsupported content type {wire.short(ctype)!r}",
                    details={"supported": ["application/json", SAFETENSORS, NPY, "multipart/form-data"]})
+
+
+async def _decode_multipart(request: Request, svc: RunService):
+    s = request.app.state.settings
+    opts = _options_from_query(request)
+    body = await svc.read_bytes(request, s.max_body_bytes)
+    try:
+        form = await _buffered(request, body).form(max_files=2, max_fields=4, max_part_size=s.max_body_bytes)
+    except Exception as exc:  # noqa: BLE001 - the multipart parser's errors are all client errors
+        raise ApiError(400, f"malformed multipart body: {wire.short(str(exc), 120)}") from None
+    parts = dict(form.multi_items())
+    unknown = set(parts) - {"inputs", "weights", "options"}
+    if unknown or "inputs" not in parts:
+        raise ApiError(400, "multipart runs take parts 'inputs' (safetensors), optionally 'weights' (safetensors) "
+                            "and 'options' (JSON)", details={"unknown": sorted(wire.short(u) for u in unknown)})
+
+    async def raw(part) -> bytes:
+        return await part.read() if hasattr(part, "read") else part.encode()
+
+    if "options" in parts:
+        text = await raw(parts["options"])
+        try:
+            text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ApiError(400, "the 'options' part must be UTF-8 JSON") from None
+        opts = _validate(RunOptionsModel, jsonbody.loads(text, what="the 'options' part", max_depth=8))
+    blobs = [await raw(parts["inputs"])] + ([await raw(parts["weights"])] if "weights" in parts else [])
+    seg = svc.segments.take(sum(len(b) for b in blobs) + 64)
+    try:
+        view, pos, found = seg.view(), 0, []
+        used = 0
+        for blob, where in zip(blobs, ("inputs", "weights"), strict=False):
+            view[pos:pos + len(blob)] = blob
+            refs = wire.safetensors_refs(view, len(blob), seg.name, pos, svc.limits, where, used)
+            used += wire_count(refs)
+            found.append(refs)
+            pos = wire.aligned(pos + len(blob))
+        view.release()
+    except BaseException:
+        svc.segments.give(seg)
+        raise
+    return opts.options(), found[0], (found[1] if len(found) > 1 else None), [seg]
+
+
+def wire_count(refs: list[wire.TensorRef]) -> int:
+    import math
+
+    return sum(math.prod(r.shape) for r in refs)
 
 
 def _buffered(request: Request, body: bytes) -> StarletteRequest:
@@ -256,6 +245,11 @@ _RUN_EXAMPLE = {"inputs": {"x": {"shape": [1, 4, 2, 2], "dtype": "float32",
                                  "data": [[[[0.1, 0.2], [0.3, 0.4]], [[1, 0], [0, 1]], [[0.5, 0.5], [0.5, 0.5]],
                                            [[-1, 1], [1, -1]]]]}},
                 "hyperparameters": {"reduction": 2}, "seed": 0, "return_attention": True}
+_BATCH_EXAMPLE = {"techniques": ["squeeze-and-excitation", "cbam"], "inputs": _RUN_EXAMPLE["inputs"],
+                  "hyperparameters": {"squeeze-and-excitation": {"reduction": 2}, "cbam": {"reduction": 2}},
+                  "seed": 0, "return_attention": False}
+_RUN_ERRORS = {400: ERROR_SCHEMA, 404: ERROR_SCHEMA, 408: ERROR_SCHEMA, 413: ERROR_SCHEMA, 415: ERROR_SCHEMA,
+               422: ERROR_SCHEMA, 502: ERROR_SCHEMA, 503: ERROR_SCHEMA, 504: ERROR_SCHEMA}
 
 
 @router.post("/techniques/{slug}/run", summary="Run a technique's reference implementation",
@@ -269,140 +263,92 @@ _RUN_EXAMPLE = {"inputs": {"x": {"shape": [1, 4, 2, 2], "dtype": "float32",
                      "options": {"type": "string"}}}}}}},
              responses={200: {"content": {"application/json": {"example": {
                  "technique": "squeeze-and-excitation", "parameter_count": 14, "flops": 48,
-                 "time_ms": {"forward": 0.1, "total": 1.2},
+                 "time_ms": {"forward": 0.1, "build": 0.5, "total": 1.2},
                  "outputs": {"output": {"shape": [1, 4, 2, 2], "dtype": "float32", "data": "..."}}}},
-                 SAFETENSORS: {}}},
-                 400: ERROR_SCHEMA, 404: ERROR_SCHEMA, 413: ERROR_SCHEMA, 415: ERROR_SCHEMA, 422: ERROR_SCHEMA,
-                 503: ERROR_SCHEMA, 504: ERROR_SCHEMA})
+                 SAFETENSORS: {}}}, **_RUN_ERRORS})
 async def run_technique(
     request: Request, slug: Annotated[str, SLUG],
     seed: Annotated[int | None, Query(description="binary bodies: seed", examples=[0])] = None,
-    dtype: Annotated[str | None, Query(description="binary bodies: float32, float64 or bfloat16")] = None,
+    dtype: Annotated[str | None, Query(description="binary bodies: float32, float64, bfloat16 or float16")] = None,
     return_attention: Annotated[bool | None, Query(description="binary bodies: return attention maps")] = None,
     device: Annotated[str | None, Query(description="binary bodies: cpu or cuda")] = None,
     allow_nonfinite: Annotated[bool | None, Query(description="binary bodies: accept NaN/inf")] = None,
+    timeout_s: Annotated[float | None, Query(description="binary bodies: a shorter time limit for this run")] = None,
     hyperparameters: Annotated[str | None, Query(description="binary bodies: JSON object",
                                                  examples=['{"reduction": 8}'])] = None,
     input: Annotated[str | None, Query(description=".npy bodies: the input's name")] = None,  # noqa: A002
 ) -> Response:
-    """Execute the mechanism on posted tensors.
+    """Execute the mechanism on posted tensors, in a worker process.
 
     Bodies: `application/json` (`inputs`, optional `weights`, options), `application/vnd.safetensors`
     (the inputs; options as query parameters), `application/x-npy` (one input), or `multipart/form-data`
     with parts `inputs` and optional `weights` (safetensors) and `options` (JSON). The answer is JSON, or
-    safetensors when `Accept: application/vnd.safetensors` (run facts in its `__metadata__`)."""
-    watch = Stopwatch()
-    mech = _mechanism(slug)
-    pool: RunPool = request.app.state.run_pool
-    pool.reserve()  # refuse at once when busy, before reading a large body
-    submitted = False
+    safetensors when `Accept: application/vnd.safetensors` (run facts in its `__metadata__`).
+
+    Before anything is allocated the run is priced (parameters and peak bytes, traced on PyTorch's meta
+    device) and refused with 422/413 when over the limits; the body is read in full before a run slot is
+    taken (408 when it arrives too slowly); a run over the time limit is stopped (504)."""
+    svc = _service(request)
+    svc.check_slug(slug)
+    opts, inputs, weights, segments = await _decode(request, svc, slug)
     try:
-        opts, inputs, weights = await _decode_request(request, slug)
-        _check_device(opts.device)
-        _check_finite(inputs, opts.allow_nonfinite)
-        params = _prepare(mech, inputs, opts.hyperparameters)
-        submitted = True  # from here the pool releases the slot when the work ends
-        cache = request.app.state.module_cache
-        result = await pool.run(lambda: _safe_execute(mech, inputs, params, opts, weights, cache), reserved=True)
+        result = await svc.run(slug, opts, inputs, weights)
     finally:
-        if not submitted:
-            pool.release()
-    meta = _meta(slug, result, params, opts, 0.0)
-    meta["time_ms"]["total"] = watch.ms()
-    request.app.state.metrics.observe_run(slug, meta["time_ms"]["forward"] / 1000.0)
-    return _respond(request, meta, result["outputs"])
-
-
-def _safe_execute(mech, inputs, params, opts, weights, cache=None):
-    try:
-        return _execute(mech, inputs, params, opts, weights, cache)
-    except MechanismInputError as exc:
-        raise _input_error(exc) from None
+        for seg in segments:
+            svc.segments.give(seg)
+    request.app.state.metrics.observe_run(slug, result.meta["time_ms"]["forward"] / 1000.0)
+    return _respond(request, result)
 
 
 @router.post("/run", summary="Run several techniques on the same inputs",
-             openapi_extra={"requestBody": {"content": {"application/json": {"example": {
-                 "techniques": ["squeeze-and-excitation", "cbam"],
-                 "inputs": _RUN_EXAMPLE["inputs"], "hyperparameters": {"squeeze-and-excitation": {"reduction": 2}},
-                 "seed": 0, "return_attention": False}}}}},
+             openapi_extra={"requestBody": {"content": {"application/json": {"example": _BATCH_EXAMPLE}}}},
              responses={200: {"content": {"application/json": {"example": {"results": {
-                 "squeeze-and-excitation": {"outputs": {"output": {"shape": [1, 4, 2, 2]}}}}}}}},
-                 400: ERROR_SCHEMA, 404: ERROR_SCHEMA, 413: ERROR_SCHEMA, 422: ERROR_SCHEMA})
+                 "squeeze-and-excitation": {"outputs": {"output": {"shape": [1, 4, 2, 2]}}}}}}}}, **_RUN_ERRORS})
 async def run_batch(request: Request) -> Response:
-    """Every listed technique runs on the same inputs with the same seed; all are validated before any
-    runs, so one bad slug or hyper-parameter fails the whole request with nothing executed."""
-    watch = Stopwatch()
+    """Every listed technique runs on the same inputs with the same seed; all are validated and priced
+    before any runs, so one bad slug or hyper-parameter fails the whole request with nothing executed."""
+    svc = _service(request)
     settings = request.app.state.settings
-    body = await read_body(request, settings.max_json_body_bytes)
-    try:
-        raw = tensors.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, f"the body is not valid JSON: {exc}") from None
-    req = _validate(BatchRequest, raw)
+    body = await svc.read_bytes(request, settings.max_json_body_bytes)
+    req = _validate(BatchRequest, jsonbody.loads(body, what="the batch body"))
     if len(req.techniques) > settings.max_batch_slugs:
         raise ApiError(400, f"{len(req.techniques)} techniques; at most {settings.max_batch_slugs} per batch",
                        details={"field": "techniques"})
     unknown_hp = sorted(set(req.hyperparameters) - set(req.techniques))
     if unknown_hp:
-        raise ApiError(422, f"hyperparameters given for techniques not in the batch: {unknown_hp}",
+        raise ApiError(422, f"hyperparameters given for techniques not in the batch: {[wire.short(u) for u in unknown_hp]}",
                        details={"field": "hyperparameters"})
+    slugs = list(dict.fromkeys(req.techniques))
+    for slug in slugs:
+        svc.check_slug(slug)
+    seg, (inputs,) = svc.segment_for_plan([wire.json_tensor_plan(req.inputs, svc.limits)])
     try:
-        inputs = tensors.tensors_from_json(req.inputs, _limits(request))
-    except tensors.TensorError as exc:
-        raise _input_error(exc) from None
-    _check_device(req.device)
-    _check_finite(inputs, req.allow_nonfinite)
-    mechs = {slug: _mechanism(slug) for slug in dict.fromkeys(req.techniques)}  # every slug known first
-    plan = []
-    for slug, mech in mechs.items():
+        base = req.options()
+        plans = []
+        for slug in slugs:
+            opts = RunOptions(req.hyperparameters.get(slug, {}), base.seed, base.dtype, base.return_attention,
+                              base.device, base.allow_nonfinite, base.timeout_s)
+            try:
+                await svc.check(slug, opts, inputs)
+            except ApiError as exc:
+                exc.message = f"{slug}: {exc.message}" if not exc.message.startswith(slug) else exc.message
+                raise
+            plans.append((slug, opts))
+        results, held = {}, []
         try:
-            params = _prepare(mech, inputs, req.hyperparameters.get(slug, {}))
-        except ApiError as exc:
-            exc.message = f"{slug}: {exc.message}"
-            raise
-        plan.append((slug, mech, params))
-    opts = RunOptions(**req.model_dump(exclude={"techniques", "inputs", "hyperparameters"}))
-
-    def run_all() -> list[tuple[str, dict, dict]]:
-        cache = request.app.state.module_cache
-        return [(slug, params, _safe_execute(mech, inputs, params, opts, None, cache)) for slug, mech, params in plan]
-
-    pool: RunPool = request.app.state.run_pool
-    results = {}
-    for slug, params, result in await pool.run(run_all):  # one slot, one time limit for the whole batch
-        meta = _meta(slug, result, params, opts, 0.0)
-        results[slug] = {**meta, "outputs": {k: tensors.tensor_to_json(v) for k, v in result["outputs"].items()}}
-        request.app.state.metrics.observe_run(slug, meta["time_ms"]["forward"] / 1000.0)
-    return Response(tensors.json_response_bytes({"results": results, "time_ms": watch.ms()}),
-                    media_type="application/json")
-
-
-def implementation_spec(mech: Mechanism, base_url: str = "") -> dict[str, Any]:
-    params = mech.defaults()
-    module_obj = inspect.getmodule(mech.build)
-    example_inputs = {}
-    for name, shape in mech.example_shapes.items():
-        n = math.prod(shape)
-        flat = [round(math.sin(0.7 * i), 4) for i in range(n)]
-        example_inputs[name] = {"shape": list(shape), "dtype": "float32", "data": flat}
-    return {
-        "technique": mech.slug, "title": mech.title, "reference": mech.reference, "notes": mech.notes or None,
-        "stochastic": mech.stochastic,
-        "inputs": [{"name": i.name, "dims": list(i.dims), "rank": len(i.dims), "description": i.description,
-                    "optional": i.optional, "dtypes": ["float32", "float64", "bfloat16"]} for i in mech.inputs],
-        "outputs": [{"name": o.name, "dims": list(o.dims), "description": o.description, "attention": o.attention}
-                    for o in mech.outputs],
-        "hyperparameters": [{"name": h.name, "type": h.kind, "default": h.default, "minimum": h.minimum,
-                             "maximum": h.maximum, "choices": list(h.choices) if h.choices else None,
-                             "description": h.description} for h in mech.hyperparams],
-        "constraints": list(mech.constraints),
-        "parameters": {"for_inputs": {k: list(v) for k, v in mech.example_shapes.items()}, "hyperparameters": params,
-                       "shapes": runtime.parameter_shapes(mech, mech.example_shapes, params)},
-        "example_request": {"method": "POST", "url": f"{base_url}/techniques/{mech.slug}/run",
-                            "json": {"inputs": example_inputs, "hyperparameters": params, "seed": 0}},
-        "source": inspect.getsource(module_obj) if module_obj else None,
-        "source_module": module_obj.__name__ if module_obj else None,
-    }
+            for slug, opts in plans:
+                result = await svc.run(slug, opts, inputs)
+                held.append(result)
+                results[slug] = {**result.meta, "outputs": {ref["name"]: wire.json_output(result.buffer, ref)
+                                                            for ref in result.outputs}}
+                request.app.state.metrics.observe_run(slug, result.meta["time_ms"]["forward"] / 1000.0)
+            body_bytes = wire.json_bytes({"results": results})
+        finally:
+            for result in held:
+                result.release()
+    finally:
+        svc.segments.give(seg)
+    return Response(body_bytes, media_type="application/json")
 
 
 @router.get("/techniques/{slug}/implementation", summary="Inputs, outputs, hyper-parameters and source of the "
@@ -410,11 +356,128 @@ def implementation_spec(mech: Mechanism, base_url: str = "") -> dict[str, Any]:
             responses={200: {"content": {"application/json": {"example": {
                 "technique": "squeeze-and-excitation", "inputs": [{"name": "x", "dims": ["B", "C", "H", "W"]}],
                 "hyperparameters": [{"name": "reduction", "type": "int", "default": 16, "minimum": 1}],
-                "parameters": {"shapes": {"fc1.weight": [2, 32]}}}}}}, 404: ERROR_SCHEMA})
-def implementation(request: Request, session: SessionDep, slug: Annotated[str, SLUG]) -> Response:
+                "parameters": {"shapes": {"fc1.weight": [2, 32]}}, "divergences": []}}}}, 404: ERROR_SCHEMA})
+async def implementation(request: Request, session: SessionDep, slug: Annotated[str, SLUG]) -> Response:
     """What `POST /techniques/{slug}/run` takes and returns; `parameters.shapes` lists the weight names and
-    shapes for the example input and default hyper-parameters (the names stay, the shapes follow C etc.)."""
+    shapes for the example input and default hyper-parameters (the names stay, the shapes follow C etc.);
+    `divergences` lists where the authors' released code differs from the paper."""
     from ..catalog import query
+    from ..catalog.divergences import divergences_for
 
     query.get_technique(session, slug)
-    return conditional_json(request, implementation_spec(_mechanism(slug)))
+    spec = dict(await _service(request).describe(slug))
+    spec["divergences"] = divergences_for(session, slug)
+    return conditional_json(request, spec)
+
+
+# ---------------------------------------------------------------- co-located shared memory
+
+def _regions(request: Request) -> dict[str, dict[str, Any]]:
+    if not request.app.state.settings.run_shm_client_regions:
+        raise ApiError(403, "client shared-memory regions are disabled on this server",
+                       code="forbidden", details={"setting": "ATLAS_RUN_SHM_CLIENT_REGIONS"})
+    return request.app.state.shm_regions
+
+
+@router.post("/shm/regions", status_code=201, summary="Register a shared-memory region (co-located clients)",
+             openapi_extra={"requestBody": {"content": {"application/json": {"example": {
+                 "name": "inputs", "key": "/my_inputs", "byte_size": 6422528}}}}},
+             responses={400: ERROR_SCHEMA, 403: ERROR_SCHEMA, 409: ERROR_SCHEMA, 422: ERROR_SCHEMA})
+async def register_region(request: Request) -> Response:
+    """A client on the same host registers a POSIX shared-memory object it created (`key`, as given to
+    shm_open) under a `name`; runs then name regions for inputs and outputs instead of sending tensors.
+    Only when the server enables it (`ATLAS_RUN_SHM_CLIENT_REGIONS=true`)."""
+    from ..runs import shm
+
+    regions = _regions(request)
+    body = await _service(request).read_bytes(request, 64 << 10)
+    reg = _validate(RegionRegistration, jsonbody.loads(body, what="the region body", max_depth=4))
+    try:
+        shm.check_region_name(reg.name)
+        key = shm.check_region_name(reg.key)
+    except ValueError as exc:
+        raise ApiError(400, str(exc), details={"field": "name/key"}) from None
+    svc = _service(request)
+    if key.startswith("atlas-"):
+        raise ApiError(400, "region keys starting with 'atlas-' are the server's own", details={"field": "key"})
+    path = svc.segments.directory / key
+    if not path.is_file():
+        raise ApiError(400, f"no shared-memory object {key!r} in the server's shm directory",
+                       details={"field": "key", "directory": str(svc.segments.directory)})
+    if path.stat().st_size < reg.byte_size:
+        raise ApiError(400, f"shared-memory object {key!r} holds {path.stat().st_size} bytes, fewer than byte_size",
+                       details={"field": "byte_size"})
+    if reg.name in regions:
+        raise ApiError(409, f"a region named {reg.name!r} is registered already; unregister it first")
+    regions[reg.name] = {"name": reg.name, "key": key, "byte_size": reg.byte_size}
+    return Response(wire.json_bytes(regions[reg.name]), status_code=201, media_type="application/json")
+
+
+@router.get("/shm/regions", summary="Registered shared-memory regions", responses={
+    200: {"content": {"application/json": {"example": {"regions": [
+        {"name": "inputs", "key": "my_inputs", "byte_size": 6422528}]}}}}, 403: ERROR_SCHEMA})
+def list_regions(request: Request) -> dict:
+    return {"regions": list(_regions(request).values())}
+
+
+@router.delete("/shm/regions/{name}", status_code=204, summary="Unregister a shared-memory region",
+               responses={403: ERROR_SCHEMA, 404: ERROR_SCHEMA})
+def unregister_region(request: Request,
+                      name: Annotated[str, Path(max_length=128, examples=["inputs"])]) -> Response:
+    if _regions(request).pop(name, None) is None:
+        raise ApiError(404, f"no region named {wire.short(name)!r}")
+    return Response(status_code=204)
+
+
+@router.post("/techniques/{slug}/run/shm", summary="Run on tensors in registered shared-memory regions",
+             openapi_extra={"requestBody": {"content": {"application/json": {"example": {
+                 "inputs": {"x": {"region": "inputs", "offset": 0, "shape": [8, 256, 28, 28], "dtype": "float32"}},
+                 "output_region": "outputs", "hyperparameters": {"reduction": 16}, "return_attention": False}}}}},
+             responses={200: {"content": {"application/json": {"example": {
+                 "technique": "squeeze-and-excitation", "output_region": "out",
+                 "outputs": [{"name": "output", "dtype": "float32", "shape": [8, 256, 28, 28], "offset": 0,
+                              "nbytes": 6422528}]}}}}, **_RUN_ERRORS, 403: ERROR_SCHEMA})
+async def run_shared(request: Request, slug: Annotated[str, SLUG]) -> Response:
+    """Inputs are read from, and outputs written to, regions registered with `POST /shm/regions`; the
+    answer lists each output's offset, dtype and shape in the output region (written from its start)."""
+    import math
+
+    regions = _regions(request)
+    svc = _service(request)
+    svc.check_slug(slug)
+    body = await svc.read_bytes(request, 1 << 20)
+    req = _validate(SharedRunRequest, jsonbody.loads(body, what="the run body"))
+    refs = []
+    for name, t in req.inputs.items():
+        region = regions.get(t.region)
+        if region is None:
+            raise ApiError(400, f"input '{wire.short(name)}': no region named {wire.short(t.region)!r}",
+                           details={"field": f"inputs.{wire.short(name)}.region"})
+        shape = wire.check_shape(name, t.shape, svc.limits, "inputs")
+        nbytes = math.prod(shape) * wire.DTYPES[t.dtype][0]
+        if t.offset + nbytes > region["byte_size"]:
+            raise ApiError(400, f"input '{wire.short(name)}' runs past the end of region {t.region!r}",
+                           details={"field": f"inputs.{wire.short(name)}", "byte_size": region["byte_size"]})
+        refs.append(wire.TensorRef(name, t.dtype, shape, region["key"], t.offset, nbytes))
+    wire.check_total((math.prod(r.shape) for r in refs), svc.limits)
+    out = regions.get(req.output_region)
+    if out is None:
+        raise ApiError(400, f"no region named {wire.short(req.output_region)!r}", details={"field": "output_region"})
+    check = await svc.check(slug, req.options(), refs)
+    need = 0
+    for o in check["outputs"]:
+        need = wire.aligned(need + math.prod(o["shape"]) * _itemsize(o["dtype"]))
+    if need > out["byte_size"]:
+        raise ApiError(413, f"the outputs need {need} bytes; region {req.output_region!r} holds {out['byte_size']}",
+                       details={"needed_bytes": need, "outputs": check["outputs"]})
+    from ..runs.shm import Segment
+
+    region_seg = Segment(out["key"], svc.segments.directory / out["key"], out["byte_size"], owned=False)
+    result = await svc.run(slug, req.options(), refs, out_segment=region_seg)
+    request.app.state.metrics.observe_run(slug, result.meta["time_ms"]["forward"] / 1000.0)
+    return Response(wire.json_bytes({**result.meta, "output_region": req.output_region, "outputs": result.outputs}),
+                    media_type="application/json")
+
+
+def _itemsize(dtype: str) -> int:
+    return wire.DTYPES[dtype][0] if dtype in wire.DTYPES else 8

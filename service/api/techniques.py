@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from ..catalog import query
+from ..catalog.snapshot import derived_etag, dumps, select_page
 from ..errors import ERROR_SCHEMA, ApiError
-from .deps import SessionDep, SettingsDep, conditional_json
+from . import readmodel
+from .deps import SettingsDep
 
 router = APIRouter(tags=["techniques"])
 
@@ -44,7 +47,7 @@ def _fields(fields: str | None) -> list[str] | None:
     return list(dict.fromkeys(wanted))
 
 
-def filters_dep(
+async def filters_dep(
     category: Annotated[str | None, Query(description="category id (soft, hard)", examples=["soft"])] = None,
     subcategory: Annotated[str | None, Query(description="subcategory id; also matches techniques the survey "
                                              "lists under it as well", examples=["channel"])] = None,
@@ -70,8 +73,8 @@ FiltersDep = Annotated[query.Filters, Depends(filters_dep)]
 @router.get("/techniques", summary="List, filter and search techniques",
             responses={200: {"content": {"application/json": {"example": _LIST_EXAMPLE}}},
                        400: ERROR_SCHEMA, 422: ERROR_SCHEMA})
-def list_techniques(
-    request: Request, session: SessionDep, settings: SettingsDep, flt: FiltersDep,
+async def list_techniques(
+    request: Request, settings: SettingsDep, flt: FiltersDep,
     sort: Annotated[Literal["name", "-name", "year", "-year", "slug", "relevance"] | None, Query(
         description="order; default: relevance with q, else name. Ties are broken by slug, so paging is stable")] = None,
     limit: Annotated[int | None, Query(ge=1, description="page size (at most the configured maximum, default 100)",
@@ -90,13 +93,26 @@ def list_techniques(
     limit = limit or settings.page_size_default
     sort = sort or ("relevance" if flt.q else "name")
     selected = _fields(fields)
-    page = query.list_techniques(session, flt, sort, limit, cursor)
-    rel = query.load_related(session, [t.slug for t in page.items])
-    payload = {
-        "items": [query.to_public(t, rel, selected, page.ranks.get(t.slug)) for t in page.items],
-        "total": page.total, "limit": limit, "sort": sort, "next_cursor": page.next_cursor,
-    }
-    return conditional_json(request, payload, query.catalog_last_modified(session))
+    if sort == "relevance" and not flt.q:
+        raise ApiError(400, "sort=relevance needs a search query q", details={"parameter": "sort"})
+    snap = readmodel.snapshot(request)
+    etag = readmodel.list_etag(request.app.state, snap, request.scope["path"], request.scope["query_string"])
+
+    def body() -> bytes:
+        page = select_page(snap, flt, sort, limit, cursor, ranks)
+        rows = b",".join([e.row(selected, page.ranks.get(e.slug)) for e in page.entries])
+        return b"".join((b'{"items":[', rows, b'],"total":', str(page.total).encode(), b',"limit":',
+                         str(limit).encode(), b',"sort":"', sort.encode(), b'","next_cursor":',
+                         dumps(page.next_cursor), b"}"))
+
+    ranks = None
+    if flt.q and not readmodel.not_modified(request, etag, snap.last_modified_http):
+        store = request.app.state.catalogue
+        ranks = snap.searches.get(flt.q)
+        if ranks is None:  # the engine ranks: SQLite in microseconds, a server in a round trip (off the loop)
+            ranks = (store.search(snap, flt.q) if request.app.state.engine.dialect.name == "sqlite"
+                     else await run_in_threadpool(store.search, snap, flt.q))
+    return readmodel.respond(request, etag, snap.last_modified_http, body)
 
 
 @router.get("/techniques/{slug}", summary="One technique",
@@ -105,9 +121,9 @@ def list_techniques(
                 "formula": {"latex": "s = \\sigma(W_2 \\delta(W_1 z))", "legend": []},
                 "provenance": _PROVENANCE_EXAMPLE, "identification": None}}}},
                        404: ERROR_SCHEMA})
-def get_technique(request: Request, session: SessionDep, slug: Annotated[str, SLUG],
-                  fields: Annotated[str | None, Query(description="comma-separated fields to return",
-                                                      examples=["name,formula,citation"])] = None) -> Response:
+async def get_technique(request: Request, slug: Annotated[str, SLUG],
+                        fields: Annotated[str | None, Query(description="comma-separated fields to return",
+                                                            examples=["name,formula,citation"])] = None) -> Response:
     """Everything the catalogue knows about one technique. Unknown slugs get 404 with close matches.
 
     `provenance` says, for every field of the cited reference (`title`, `author`, `booktitle`, `pages`, ...),
@@ -119,6 +135,10 @@ def get_technique(request: Request, session: SessionDep, slug: Annotated[str, SL
     `chosen` (the citekey cited), `confidence` (`high`, `medium`, `low`), `alternatives` (each with
     `paper`, `citekey` when its BibTeX is in the catalogue, `reason` and the pages that confirm it) and
     `evidence` for the choice."""
-    t = query.get_technique(session, slug)
-    rel = query.load_related(session, [t.slug])
-    return conditional_json(request, query.to_public(t, rel, _fields(fields)), query.aware(t.updated_at))
+    entry = readmodel.snapshot(request).entry(slug)
+    selected = _fields(fields)
+    res = entry.resource
+    if selected is None and not request.scope["query_string"]:
+        return readmodel.respond(request, res.etag, res.last_modified_http, lambda: res.body)
+    etag = derived_etag(res.etag, request.scope["query_string"].decode("latin-1"))
+    return readmodel.respond(request, etag, res.last_modified_http, lambda: entry.row(selected))

@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from .. import web
 from ..catalog import query
 from ..errors import ApiError
-from ..web import pages
+from ..web import compare, pages
 from .deps import SessionDep, SettingsDep, conditional
 
 router = APIRouter(tags=["pages"])
@@ -108,7 +108,7 @@ def index_page(
             responses={200: {"content": {"text/html": {"example": _TECHNIQUE_EXAMPLE}}},
                        404: {"description": "unknown slug, as an HTML page with close matches",
                              "content": {"text/html": {"example": _NOT_FOUND_EXAMPLE}}}})
-def technique_page(request: Request, session: SessionDep,
+def technique_page(request: Request, session: SessionDep, settings: SettingsDep,
                    slug: Annotated[str, Path(max_length=200, description="the technique's slug",
                                              examples=["squeeze-and-excitation"])]) -> Response:
     """Name, category, summary, formula (typeset by KaTeX when it is installed, LaTeX source otherwise),
@@ -121,7 +121,8 @@ def technique_page(request: Request, session: SessionDep,
             raise
         hints = (exc.details or {}).get("did_you_mean", []) if isinstance(exc.details, dict) else []
         return _error_page(request, 404, "Not found", exc.message, hints)
-    body = web.render("technique.html", **pages.technique_context(session, t, _root(request))).encode()
+    body = web.render("technique.html", **pages.technique_context(session, t, _root(request)),
+                      cost=compare.cost_section(session, t, settings.cost_profile)).encode()
     return conditional(request, body, HTML, query.catalog_last_modified(session))
 
 

@@ -82,12 +82,15 @@ def fts5_query(q: str) -> str:
     return " ".join(out)
 
 
+# column weights: slug (unindexed), name, aliases, summary, strengths, limitations, applications
+_BM25 = "bm25(technique_fts, 0.0, 10.0, 6.0, 2.0, 1.0, 1.0, 2.0)"
+
+
 def _fts_rank(session: Session, q: str):
     """A selectable (slug, rank) for the search; lower rank is a better match."""
     if session.get_bind().dialect.name == "sqlite":
-        # column weights: slug (unindexed), name, aliases, summary, strengths, limitations, applications
-        return (text("SELECT slug, bm25(technique_fts, 0.0, 10.0, 6.0, 2.0, 1.0, 1.0, 2.0) AS rank "
-                     "FROM technique_fts WHERE technique_fts MATCH :q").bindparams(q=fts5_query(q))
+        return (text(f"SELECT slug, {_BM25} AS rank FROM technique_fts WHERE technique_fts MATCH :q")
+                .bindparams(q=fts5_query(q))
                 .columns(slug=String, rank=Float).subquery("fts"))
     doc = func.concat_ws(" ", Technique.name, cast(Technique.aliases, String), Technique.summary,
                          cast(Technique.strengths, String), cast(Technique.limitations, String),
@@ -102,6 +105,39 @@ def _fts_rank(session: Session, q: str):
     rank = cast(-func.ts_rank(weighted, query), Float(precision=53))
     return (select(Technique.slug.label("slug"), rank.label("rank"))
             .where(weighted.op("@@")(query)).subquery("fts"))
+
+
+def search_syntax_error(q: str, exc: DatabaseError) -> ApiError | None:
+    """The 400 for a search the engine refused as syntax; None when the failure is something else."""
+    reason = str(exc.orig).lower()
+    if any(w in reason for w in ("fts5", "syntax", "tsquery", "no such column", "unterminated", "special query")):
+        return ApiError(400, f"the search query q={q!r} is not valid search syntax: use words, "
+                             "\"quoted phrases\", OR, NOT, and prefix* terms",
+                        details={"parameter": "q", "reason": str(exc.orig)[:200]})
+    return None
+
+
+_SQLITE_SEARCH = f"SELECT slug, {_BM25} AS rank FROM technique_fts WHERE technique_fts MATCH ?"
+
+
+def search_ranks(engine, q: str, connection=None) -> dict[str, float]:
+    """Every technique the engine's full-text search matches, with its rank (lower is better), exactly as
+    ``list_techniques`` ranks them. ``connection``: a ``version.DedicatedConnection`` to run SQLite's
+    statement on (no pool, no ORM)."""
+    try:
+        if engine.dialect.name == "sqlite" and connection is not None:
+            try:
+                rows = connection.fetchall(_SQLITE_SEARCH, (fts5_query(q),), retry=False)
+            except engine.dialect.dbapi.Error as exc:
+                raise DatabaseError(_SQLITE_SEARCH, None, exc) from exc
+            return {slug: float(rank) for slug, rank in rows}
+        with Session(engine) as session:
+            fts = _fts_rank(session, q)
+            return {slug: float(rank) for slug, rank in session.execute(select(fts.c.slug, fts.c.rank)).all()}
+    except DatabaseError as exc:
+        if bad := search_syntax_error(q, exc):
+            raise bad from None
+        raise
 
 
 def list_techniques(session: Session, flt: Filters, sort: str, limit: int, cursor: str | None) -> Page:
@@ -146,11 +182,8 @@ def list_techniques(session: Session, flt: Filters, sort: str, limit: int, curso
         rows = session.execute(paged).all()
     except DatabaseError as exc:
         session.rollback()
-        reason = str(exc.orig).lower()
-        if flt.q and any(w in reason for w in ("fts5", "syntax", "tsquery", "no such column", "unterminated")):
-            raise ApiError(400, f"the search query q={flt.q!r} is not valid search syntax: use words, "
-                                "\"quoted phrases\", OR, NOT, and prefix* terms",
-                           details={"parameter": "q", "reason": str(exc.orig)[:200]}) from None
+        if flt.q and (bad := search_syntax_error(flt.q, exc)):
+            raise bad from None
         raise
     items = [r[0] for r in rows[:limit]]
     ranks = {r[0].slug: float(r[1]) for r in rows[:limit]} if rank_col is not None else {}
@@ -268,3 +301,28 @@ def to_public(t: Technique, rel: Related, fields: list[str] | None = None, rank:
     if rank is not None:
         out["score"] = round(-rank, 6)
     return out
+
+
+def taxonomy_payload(session: Session) -> dict[str, Any]:
+    """GET /taxonomy: categories and subcategories in the survey's order, with counts and member slugs."""
+    cats = list(session.execute(select(Category).order_by(Category.position)).scalars())
+    techniques = list(session.execute(select(Technique.slug, Technique.category_id, Technique.subcategory_id,
+                                             Technique.also_in).order_by(Technique.slug)).all())
+    out = []
+    for top in (c for c in cats if c.parent_id is None):
+        subs = []
+        for sub in (c for c in cats if c.parent_id == top.id):
+            members = [t.slug for t in techniques if t.subcategory_id == sub.id or sub.id in (t.also_in or [])]
+            subs.append({"id": sub.id, "name": sub.name, "description": sub.description, "count": len(members),
+                         "techniques": members})
+        out.append({"id": top.id, "name": top.name, "description": top.description,
+                    "count": sum(1 for t in techniques if t.category_id == top.id), "subcategories": subs})
+    return {"survey": survey_citekey(session), "categories": out, "total": len(techniques)}
+
+
+def applications_payload(session: Session) -> dict[str, Any]:
+    """GET /applications: every application tag in use, most used first (ties by tag)."""
+    rows = session.execute(select(TechniqueApplication.tag, func.count().label("n"))
+                           .group_by(TechniqueApplication.tag)
+                           .order_by(func.count().desc(), TechniqueApplication.tag)).all()
+    return {"items": [{"tag": tag, "count": n, "techniques": f"/techniques?application={tag}"} for tag, n in rows]}

@@ -11,10 +11,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import delete, event, text
+from sqlalchemy import delete, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from ..costs.profile import load_profiles
+from ..costs.store import write_costs
 from ..models import (
     Application,
     Category,
@@ -25,8 +27,8 @@ from ..models import (
     TechniqueRelated,
     utcnow,
 )
-from .loader import Catalog, load_catalog, verification_record
-from .version import bump_catalogue_version
+from .loader import Catalog, CatalogInvalid, load_catalog, verification_record
+from .version import bump
 
 
 @dataclass
@@ -37,6 +39,7 @@ class SyncReport:
     kept_edited: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     references: int = 0
+    cost_profiles: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (f"{len(self.created)} created, {len(self.updated)} updated, {len(self.unchanged)} unchanged, "
@@ -45,9 +48,9 @@ class SyncReport:
 
 
 def implemented_slugs() -> set[str]:
-    from ..mechanisms.registry import all_mechanisms
+    from ..mechanisms.registry import slugs
 
-    return set(all_mechanisms())
+    return set(slugs())
 
 
 def _hash(payload: dict) -> str:
@@ -56,9 +59,13 @@ def _hash(payload: dict) -> str:
 
 def sync(engine: Engine, root: Path, implemented: set[str] | None = None) -> SyncReport:
     catalog = load_catalog(root)  # raises CatalogInvalid before anything is written
+    cost_profiles, problems = load_profiles(root, set(catalog.techniques))
+    if problems:
+        raise CatalogInvalid(problems)
     implemented = implemented_slugs() if implemented is None else implemented
     with Session(engine) as session:
         report = _write(session, catalog, implemented)
+        report.cost_profiles = write_costs(session, cost_profiles)
         session.commit()
     return report
 
@@ -66,14 +73,6 @@ def sync(engine: Engine, root: Path, implemented: set[str] | None = None) -> Syn
 def _write(session: Session, catalog: Catalog, implemented: set[str]) -> SyncReport:
     report = SyncReport()
     now = utcnow()
-    wrote: list[bool] = []
-
-    def track(sess, _context, _instances) -> None:
-        """Note any change of a catalogue row (references and categories included), for the version."""
-        if any(not isinstance(o, Meta) for o in (*sess.new, *sess.dirty, *sess.deleted)):
-            wrote.append(True)
-
-    event.listen(session, "before_flush", track)
 
     # taxonomy
     wanted_cats: dict[str, Category] = {}
@@ -137,9 +136,12 @@ def _write(session: Session, catalog: Catalog, implemented: set[str]) -> SyncRep
         elif have.edited_via_api:
             report.kept_edited.append(slug)
             # the write API cannot change these; they follow data/ even for an edited record
-            for k in ("has_implementation", "verification", "identification", "divergences"):
-                if getattr(have, k) != values[k]:
-                    setattr(have, k, values[k])
+            followed = [k for k in ("has_implementation", "verification", "identification", "divergences")
+                        if getattr(have, k) != values[k]]
+            for k in followed:
+                setattr(have, k, values[k])
+            if followed:
+                have.version = Technique.version + 1  # a concurrent compare-and-swap on this row now misses
         elif have.content_hash == digest:
             report.unchanged.append(slug)
         else:
@@ -147,6 +149,7 @@ def _write(session: Session, catalog: Catalog, implemented: set[str]) -> SyncRep
                 setattr(have, k, v)
             have.content_hash = digest
             have.updated_at = now
+            have.version = Technique.version + 1  # a concurrent compare-and-swap on this row now misses
             report.updated.append(slug)
             changed.append(slug)
     session.flush()
@@ -190,10 +193,7 @@ def _write(session: Session, catalog: Catalog, implemented: set[str]) -> SyncRep
     _set_meta(session, "survey_verification", json.dumps(catalog.survey_verification))
     if changed or report.deleted:
         _set_meta(session, "catalog_updated_at", now.isoformat())
-    session.flush()
-    event.remove(session, "before_flush", track)
-    if wrote or changed or report.deleted:
-        bump_catalogue_version(session)
+    bump(session)  # every process rebuilds what it derived from the catalogue
     return report
 
 

@@ -34,7 +34,7 @@ _IN_CHUNK = 500  # keys per IN (...) query
 
 @dataclass(frozen=True)
 class KeyMap:
-    version: str
+    version: int
     keys: dict[str, str]  # citekey -> export key
     last_modified: datetime | None
 
@@ -86,8 +86,9 @@ class Library:
 
     # --- export keys ---------------------------------------------------------------------------------
 
-    def keymap(self, session: Session, version: str | None = None) -> KeyMap:
-        version = version or catalogue_version(session)
+    def keymap(self, session: Session, version: int | None = None) -> KeyMap:
+        if version is None:
+            version = catalogue_version(session)
         current = self._keymap
         if current is not None and current.version == version:
             return current

@@ -6,8 +6,10 @@ import importlib
 import pkgutil
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .base import Mechanism
+if TYPE_CHECKING:
+    from .base import Mechanism
 
 _SKIP = {"base", "registry", "runtime", "heads", "sampling"}
 
@@ -28,6 +30,20 @@ def all_mechanisms() -> dict[str, Mechanism]:
             raise RuntimeError(f"module {info.name} registers slug {mech.slug!r}; names must match")
         found[mech.slug] = mech
     return found
+
+
+@cache
+def slugs() -> frozenset[str]:
+    """The implemented slugs, found from the module files alone (no torch import): the HTTP process
+    knows which techniques can run without loading the mechanisms."""
+    found = set()
+    for path in Path(__file__).parent.glob("*.py"):
+        name = path.stem
+        if name in _SKIP or name.startswith("_"):
+            continue
+        if "\nMECHANISM = " in path.read_text(encoding="utf-8"):
+            found.add(name.replace("_", "-"))
+    return frozenset(found)
 
 
 def get(slug: str) -> Mechanism | None:

@@ -236,27 +236,18 @@ def test_accept_and_unknown_technique(run_client):
 
 
 def test_busy_pool_answers_503_and_recovers(run_client):
-    pool = run_client.app.state.run_pool
+    pool = run_client.app.state.runs.pool
     payload = {"inputs": {"x": {"shape": [1, 8, 2, 2], "data": [0.0] * 32}}, "hyperparameters": {"reduction": 2}}
-    for _ in range(pool.capacity):
-        pool.reserve()
+    held = pool.capacity
+    pool._outstanding += held  # every slot and queue place taken
     try:
         err = _err(run_client.post(f"/techniques/{SE}/run", json=payload), 503, "busy")
         assert err["code"] == "busy"
     finally:
-        for _ in range(pool.capacity):
-            pool.release()
+        pool._outstanding -= held
     assert pool.inflight == 0
     assert run_client.post(f"/techniques/{SE}/run", json=payload).status_code == 200
     assert pool.inflight == 0
-
-
-def test_slow_run_times_out_with_504(tmp_path):
-    settings = make_settings(tmp_path, run_timeout_s=0.001)
-    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
-        x = torch.randn(8, 64, 32, 32)
-        _err(c.post(f"/techniques/{SE}/run", content=st_save({"x": x}),
-                    headers={"Content-Type": "application/vnd.safetensors"}), 504, "limit")
 
 
 def test_module_cache_never_mixes_client_weights_with_seeded_ones(run_client):

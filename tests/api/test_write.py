@@ -35,7 +35,9 @@ MERGE = {"Content-Type": "application/merge-patch+json"}
 SLUG = "squeeze-and-excitation"
 SE_KEY = "huSqueezeandExcitationNetworks2018"  # in data/references.bib
 # the run API computes and writes nothing; every other non-GET operation is a write
-NOT_WRITES = {("post", "/run"), ("post", "/techniques/{slug}/run")}
+# runs write nothing; shared-memory regions are a per-process table for co-located clients, enabled by a setting
+NOT_WRITES = {("post", "/run"), ("post", "/techniques/{slug}/run"), ("post", "/techniques/{slug}/run/shm"),
+              ("post", "/shm/regions"), ("delete", "/shm/regions/{name}")}
 
 GOOD_BIB = r"""
 @inproceedings{kaiserNeuralGPUsLearn2016,

@@ -108,22 +108,41 @@ def test_export_of_a_selection(app_client):
 
 def test_index_offers_the_selection_without_inline_script(app_client):
     from service.api.web import mount_static
+    from tests.web.html_tree import parse, submission
 
     mount_static(app_client.app)
     page = app_client.get("/").text
-    form = re.search(r'<form class="selection" id="selection" method="get" action="([^"]*)"', page)
-    assert form and form.group(1).endswith("/export")
-    boxes = re.findall(r'<input class="pick" type="checkbox" name="slug" value="([^"]+)" form="selection"', page)
-    assert "cbam" in boxes and len(boxes) == len(set(boxes)) == page.count('<li class="technique"')
-    assert re.search(r'<input type="hidden" name="include_survey" value="false">', page)
+    doc = parse(page)
+    form = doc.find("form", id="selection")
+    assert form.attrs["method"] == "get" and form.attrs["action"].endswith("/export")
+    boxes = doc.find_all("input", cls="pick")
+    slugs = [b.attrs["value"] for b in boxes]
+    assert "cbam" in slugs and len(slugs) == len(set(slugs)) == page.count('<li class="technique"')
+    assert all(b.attrs["type"] == "checkbox" and b.attrs["name"] == "slug" and b.attrs["form"] == "selection"
+               for b in boxes)
     # scripts only from files (a strict Content-Security-Policy allows no inline script)
     assert re.findall(r"<script(?![^>]*\bsrc=)[^>]*>", page) == []
     assert '<script defer src="/static/selection.js"></script>' in page
     js = app_client.get("/static/selection.js")
     assert js.status_code == 200 and "window.AtlasSelection" in js.text
-    # the form's own submission (no JavaScript) is a valid export request
-    r = app_client.get("/export", params=[("include_survey", "false"), ("format", "ris"), ("slug", "cbam")])
-    assert r.status_code == 200 and r.text.count("TY  - ") == 1
+    # the form's own submissions (no JavaScript): each download button is an export of the ticked papers
+    # (and the survey, as every export has it)
+    ticked = {"cbam", "squeeze-and-excitation"}
+    expected = {app_client.get(f"/techniques/{s}", params={"fields": "citation"}).json()["citation"]["citekey"]
+                for s in ticked} | {"hassaninVisualAttentionMethods2022"}
+    downloads = form.find_all("button", name="format")
+    assert sorted(b.attrs["value"] for b in downloads) == ["bibtex", "csl-json", "ris"]
+    for button in downloads:
+        action, params = submission(doc, "selection", button, ticked)
+        r = app_client.get(action, params=params)
+        assert r.status_code == 200, (action, params, r.text)
+        fmt = button.attrs["value"]
+        if fmt == "csl-json":
+            assert {i["id"] for i in r.json()} == expected
+        elif fmt == "ris":
+            assert r.text.count("TY  - ") == len(expected)
+        else:
+            assert len(re.findall(r"^@\w+\{", r.text, re.M)) == len(expected)
 
 
 def test_a_write_is_visible_in_the_next_export(app_client):
@@ -133,9 +152,14 @@ def test_a_write_is_visible_in_the_next_export(app_client):
     assert app_client.get("/export", params={"format": "bibtex"}).text == first  # cached
     citation = app_client.get("/techniques/cbam/citation", params={"format": "text"}).text
     bib = ENTRY.format(key="doeVersionedCache2021", title="Versioned Cache", extra="")
+    dry = app_client.post("/references", params={"dry_run": "true"}, content=bib, headers=WRITE)
+    assert dry.status_code == 200 and dry.json()["created"] == ["doeVersionedCache2021"]
+    with Session(app_client.app.state.engine) as s:
+        assert catalogue_version(s) == before  # nothing written, nothing to rebuild
+    assert app_client.get("/export", params={"format": "bibtex"}).text == first
     assert app_client.post("/references", content=bib, headers=WRITE).status_code == 200
     with Session(app_client.app.state.engine) as s:
-        assert catalogue_version(s) != before
+        assert catalogue_version(s) == before + 1  # raised once, with the write
     after = app_client.get("/export", params={"format": "bibtex"}).text
     assert "doeVersionedCache2021" in after and "doeVersionedCache2021" not in first
     assert after.count("\n@") == first.count("\n@") + 1
@@ -162,9 +186,13 @@ def test_an_edit_is_visible_in_the_next_note(app_client):
     before = app_client.get(f"/techniques/{slug}/note.md").text
     assert app_client.get(f"/techniques/{slug}/note.md").text == before  # cached
     etag = app_client.get(f"/techniques/{slug}").headers["etag"]
+    with Session(app_client.app.state.engine) as s:
+        version = catalogue_version(s)
     summary = "An edited summary: each channel is squeezed to its mean, then excited through a bottleneck."
     r = app_client.patch(f"/techniques/{slug}", json={"summary": summary},
                          headers={**WRITE, "Content-Type": "application/merge-patch+json", "If-Match": etag})
     assert r.status_code == 200, r.text
+    with Session(app_client.app.state.engine) as s:
+        assert catalogue_version(s) == version + 1  # raised once, with the edit
     after = app_client.get(f"/techniques/{slug}/note.md").text
     assert summary in after and summary not in before

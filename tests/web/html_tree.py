@@ -93,3 +93,33 @@ def head_meta(doc: Node) -> list[tuple[str, str]]:
     """(name, content) of every <meta name=...> inside <head>, in document order."""
     head = doc.find("head")
     return [(m.attrs["name"], m.attrs.get("content") or "") for m in head.find_all("meta") if m.attrs.get("name")]
+
+
+def submission(doc: Node, form_id: str, button: Node, ticked: set[str]) -> tuple[str, list[tuple[str, str]]]:
+    """The GET a browser sends when ``button`` submits the form ``form_id`` with the checkboxes whose values
+    are in ``ticked`` checked: (action, query parameters in document order). Controls belong to the form by
+    nesting or by their ``form`` attribute; of the buttons only the submitter is sent."""
+    form = doc.find("form", id=form_id)
+    params: list[tuple[str, str]] = []
+    for n in doc.iter():
+        if n.tag not in ("input", "select", "button") or "disabled" in n.attrs:
+            continue
+        if n.attrs.get("form") != form_id and not any(a is form for a in n.ancestors()):
+            continue
+        name = n.attrs.get("name")
+        if not name:
+            continue
+        if n.tag == "button":
+            if n is button:
+                params.append((name, n.attrs.get("value") or ""))
+        elif n.tag == "select":
+            options = n.find_all("option")
+            chosen = next((o for o in options if "selected" in o.attrs), options[0] if options else None)
+            if chosen is not None:
+                params.append((name, chosen.attrs.get("value") or chosen.text()))
+        elif n.attrs.get("type", "text") in ("checkbox", "radio"):
+            if (n.attrs.get("value") or "on") in ticked:
+                params.append((name, n.attrs.get("value") or "on"))
+        elif n.attrs.get("type") not in ("submit", "button", "reset", "image"):
+            params.append((name, n.attrs.get("value") or ""))
+    return button.attrs.get("formaction") or form.attrs["action"], params

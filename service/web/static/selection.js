@@ -1,4 +1,5 @@
-/* Tick techniques on the index and download their papers (BibTeX, RIS, CSL-JSON) through /export.
+/* Tick techniques on the index, then download their papers (BibTeX, RIS, CSL-JSON) through /export or
+   compare them on /compare.
 
    The selection is kept in sessionStorage, so it survives paging and filtering; other features read it
    through window.AtlasSelection:
@@ -6,8 +7,8 @@
      AtlasSelection.url(path, extra) -> path?slug=a&slug=b plus extra parameters (an object)
      AtlasSelection.onChange(fn)     -> fn(slugs) after every change
      AtlasSelection.clear()
-   Without JavaScript the checkboxes still belong to the download form, which submits the ticked slugs
-   of the current page. */
+   Without JavaScript the checkboxes still belong to the selection form, whose buttons submit the ticked
+   slugs of the current page (slug=a&slug=b) to either address. */
 (function () {
   "use strict";
 
@@ -61,28 +62,29 @@
     });
     if (!form) return;
     var exportPath = form.getAttribute("data-export");
+    var comparePath = form.getAttribute("data-compare");
     var count = form.querySelector(".selection-count");
-    var links = form.querySelector(".selection-links");
+    var idle = count ? count.textContent : "";
     var clear = form.querySelector(".selection-clear");
     if (clear) clear.addEventListener("click", function () {
       boxes.forEach(function (box) { box.checked = false; });
       window.AtlasSelection.clear();
     });
     form.addEventListener("submit", function (event) {
-      // the whole selection, including techniques ticked on other pages of the index
+      // the whole selection, including techniques ticked on other pages of the index; without a known
+      // button (an old browser) the form submits itself with the ticks of this page
+      var button = event.submitter;
+      if (!button || !selected.length) return;
       event.preventDefault();
-      if (!selected.length) return;
-      var format = form.querySelector("select[name=format]").value;
-      window.location.href = url(exportPath, { format: format, include_survey: "false" });
+      if (button.hasAttribute("formaction")) {
+        window.location.href = url(comparePath);
+      } else {
+        window.location.href = url(exportPath, { format: button.value });
+      }
     });
     window.AtlasSelection.onChange(function (slugs) {
-      if (count) count.textContent = slugs.length ? slugs.length + " selected." : "Tick techniques to download their papers.";
-      if (links) {
-        links.hidden = !slugs.length;
-        Array.prototype.forEach.call(links.querySelectorAll("a[data-format]"), function (a) {
-          a.href = url(exportPath, { format: a.getAttribute("data-format"), include_survey: "false" });
-        });
-      }
+      if (count) count.textContent = slugs.length ? slugs.length + " selected." : idle;
+      if (clear) clear.hidden = !slugs.length;
     });
   }
 

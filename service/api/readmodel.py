@@ -1,0 +1,160 @@
+"""Serving catalogue reads from the snapshot (service/catalog/snapshot.py).
+
+- ``install(app)`` puts a ``SnapshotStore`` on ``app.state.catalogue`` and adds ``NotModifiedMiddleware``,
+  which answers a conditional GET whose ``If-None-Match`` names the current ETag with 304 before routing,
+  parameter parsing or any other work.
+- ``snapshot(request)`` is the snapshot for this request (checked once per request).
+- ``respond`` answers ``If-None-Match`` / ``If-Modified-Since`` from the validators and builds the body
+  only when it is needed.
+
+Validators: a technique without ``fields`` has the ETag of its JSON bytes (the one ``PATCH`` checks
+``If-Match`` against); taxonomy and applications likewise. A list, or a technique with ``fields``, has
+an ETag derived from the content it is made of (the snapshot's digest, or the technique's ETag) and the
+exact path and query string: equal content and an equal request give equal bytes, so the ETag is strong
+and can be checked before the response is built.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+
+from ..catalog.snapshot import Snapshot, SnapshotStore, derived_etag
+
+SCOPE_KEY = "atlas.snapshot"
+_TECHNIQUE_PATH = re.compile(r"^/techniques/([a-z0-9]+(?:-[a-z0-9]+)*)$")
+
+
+def install(app: FastAPI) -> None:
+    settings = app.state.settings
+    app.state.catalogue = SnapshotStore(app.state.engine, settings.catalog_check_interval_ms,
+                                        search_cache=settings.catalog_search_cache)
+    app.state.catalogue_salt = f"{settings.page_size_default}/{settings.page_size_max}"
+    app.add_middleware(NotModifiedMiddleware)
+
+
+def snapshot(request: Request) -> Snapshot:
+    snap = request.scope.get(SCOPE_KEY)
+    if snap is None:
+        snap = request.app.state.catalogue.current()
+        request.scope[SCOPE_KEY] = snap
+    return snap
+
+
+def list_etag(request_app_state: Any, snap: Snapshot, path: str, query_string: bytes) -> str:
+    return derived_etag(snap.digest, request_app_state.catalogue_salt, path,
+                        query_string.decode("latin-1"))
+
+
+def _tags(header: str) -> set[str]:
+    return {t.strip().removeprefix("W/") for t in header.split(",")}
+
+
+def _headers(etag: str, last_modified_http: str | None) -> dict[str, str]:
+    out = {"ETag": etag, "Cache-Control": "no-cache"}
+    if last_modified_http:
+        out["Last-Modified"] = last_modified_http
+    return out
+
+
+def not_modified(request: Request, etag: str, last_modified_http: str | None) -> bool:
+    """Whether the client's copy is current: If-None-Match names the ETag (or *), or, without
+    If-None-Match, If-Modified-Since is not before Last-Modified."""
+    inm = request.headers.get("if-none-match")
+    if inm is not None:
+        tags = _tags(inm)
+        return "*" in tags or etag in tags
+    ims = request.headers.get("if-modified-since")
+    if last_modified_http is None or not ims:
+        return False
+    try:
+        return parsedate_to_datetime(last_modified_http) <= parsedate_to_datetime(ims)
+    except (TypeError, ValueError):
+        return False
+
+
+def respond(request: Request, etag: str, last_modified_http: str | None, body: Callable[[], bytes],
+            media_type: str = "application/json") -> Response:
+    """200 with ``body()`` and validators, or 304 when the client's copy is current (the body is not built)."""
+    headers = _headers(etag, last_modified_http)
+    if not_modified(request, etag, last_modified_http):
+        return Response(status_code=304, headers=headers)
+    return Response(content=body(), media_type=media_type, headers=headers)
+
+
+class _RouteLabel:
+    """What the metrics middleware reads from ``scope['route']`` for a request answered here."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+
+_LABELS = {p: _RouteLabel(p) for p in ("/techniques", "/techniques/{slug}", "/taxonomy", "/applications")}
+
+
+class NotModifiedMiddleware:
+    """Answers GETs of catalogue resources whose If-None-Match names the current ETag with 304 straight from
+    the snapshot. Everything else goes on to the routes (with the snapshot already looked up)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "GET":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if path in ("/techniques", "/taxonomy", "/applications"):
+            template, slug = path, None
+        elif m := _TECHNIQUE_PATH.match(path):
+            template, slug = "/techniques/{slug}", m.group(1)
+        else:
+            await self.app(scope, receive, send)
+            return
+        state = scope["app"].state
+        try:
+            snap = state.catalogue.current()
+        except Exception:  # noqa: BLE001 - the route reports it in the error shape
+            await self.app(scope, receive, send)
+            return
+        scope[SCOPE_KEY] = snap
+        inm = None
+        for name, value in scope["headers"]:
+            if name == b"if-none-match":
+                inm = value.decode("latin-1")
+                break
+        if inm is not None:
+            found = self._validators(state, snap, template, slug, scope["query_string"])
+            if found is not None:
+                etag, last_modified_http = found
+                tags = _tags(inm)
+                if etag in tags and "*" not in tags:
+                    scope["route"] = _LABELS[template]
+                    headers = [(k.lower().encode(), v.encode()) for k, v in _headers(etag, last_modified_http).items()]
+                    await send({"type": "http.response.start", "status": 304, "headers": headers})
+                    await send({"type": "http.response.body", "body": b""})
+                    return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    def _validators(state, snap: Snapshot, template: str, slug: str | None,
+                    query_string: bytes) -> tuple[str, str | None] | None:
+        """The ETag and Last-Modified a 200 for this exact request had; None where only the route can tell
+        (e.g. a query string on a resource that takes none, which is refused)."""
+        if template == "/techniques":
+            return list_etag(state, snap, template, query_string), snap.last_modified_http
+        if template == "/techniques/{slug}":
+            entry = snap.entries.get(slug or "")
+            if entry is None:
+                return None
+            if not query_string:
+                return entry.resource.etag, entry.resource.last_modified_http
+            return derived_etag(entry.resource.etag, query_string.decode("latin-1")), entry.resource.last_modified_http
+        if query_string:
+            return None
+        res = snap.taxonomy if template == "/taxonomy" else snap.applications
+        return res.etag, res.last_modified_http
