@@ -126,6 +126,7 @@ class WorkerPool:
             return
         w.dead = True
         self._close_conn(w)
+        self._reap_later(w)
         self._starting.discard(w)
         for group in (self._idle, self._spare):
             if w in group:
@@ -159,6 +160,15 @@ class WorkerPool:
             w.proc.kill()
         except (OSError, ValueError):
             pass
+        self._reap_later(w)
+
+    @staticmethod
+    def _reap_later(w: _Worker) -> None:
+        """Collect the exit status off the event loop, so no zombie is left behind."""
+        try:
+            asyncio.get_running_loop().run_in_executor(None, _reap, w.proc)
+        except RuntimeError:
+            _reap(w.proc)
 
     def _promote(self) -> None:
         while self._spare and len(self._idle) + len(self._busy) < self.size:
@@ -265,6 +275,7 @@ class WorkerPool:
 
 def _reap(proc) -> None:
     try:
-        proc.wait(timeout=2)
+        proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
-        pass
+        proc.kill()
+        proc.wait(timeout=10)
