@@ -24,7 +24,6 @@ UNCONFIRMED = {
     "choeAttentionBasedDropoutLayer2019": {"booktitle", "year"},
     "fanBayesianAttentionModules2020": {"author", "booktitle", "year"},
     "faraziReciprocalAttentionFusion2018": {"title", "author", "booktitle", "year"},
-    "hassaninVisualAttentionMethods2022": {"journal", "year"},
     "huSPANSpatialPyramid2020": {"author", "booktitle", "year"},
     "liHarmoniousAttentionNetwork2018": {"title", "author", "booktitle", "year"},
     "liTellMeWhere2018": {"title", "author", "booktitle", "year"},
