@@ -365,6 +365,9 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, input {list(SHAPE)} float32, "
           f"load average {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory() as tmp:
+        proc, base, first_start = start_server(tmp)  # empty database: migrate and load the catalogue
+        proc.terminate()
+        proc.wait(timeout=60)
         proc, base, healthy = start_server(tmp, {"ATLAS_RUN_SHM_CLIENT_REGIONS": "true"})
         try:
             api = bench_api(base, repeat)
@@ -375,7 +378,8 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=60)
-    print(f"\nstart-up: first /healthz answered {healthy:.2f} s after launch")
+    print(f"\nstart-up: first /healthz answered {healthy:.2f} s after launch (database present; "
+          f"{first_start:.2f} s on an empty database, which is migrated and loaded first)   target < 1 s")
     print("\nPOST /techniques/{slug}/run, safetensors in and out, output only; floor = raw loopback socket moving the "
           "same bytes to another process and back\nratio = API / (floor + in-process forward)   target <= 1.3")
     print(f"{'technique':<26}{'forward ms':>11}{'socket ms':>10}{'API ms':>9}{'ratio':>7}{'API/fwd':>9}")
