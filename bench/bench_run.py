@@ -150,7 +150,7 @@ class RawClient:
         self.conn.request("POST", path, body=body, headers={**headers, "Content-Length": str(len(body))})
         r = self.conn.getresponse()
         data = r.read()
-        if r.status != 200:
+        if r.status not in (200, 201):
             raise RuntimeError(f"{r.status}: {data[:300]!r}")
         return data
 
