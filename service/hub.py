@@ -176,7 +176,8 @@ def docstring(slug: str) -> str:
              "Input sizes (keyword arguments):"]
     for sym in _symbols(mech):
         names = " or ".join(k for k, s in keywords.items() if s == sym)
-        state = "required" if sym in needed else f"optional, the module does not depend on it (default {_example_size(mech, sym)})"
+        default = _example_size(mech, sym)
+        state = "required" if sym in needed else f"optional, the module does not depend on it (default {default})"
         lines.append(f"    {names}: the size {_where(mech, sym)}; {state}")
     lines += ["", "Hyper-parameters (keyword arguments):"]
     lines += [f"    {_fmt_default(h)}" for h in mech.hyperparams] or ["    none"]

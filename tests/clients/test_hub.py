@@ -64,10 +64,9 @@ def test_entry_points_refuse_what_they_cannot_build_with_a_reason():
     with pytest.raises(TypeError, match="keyword arguments only"):
         cbam(8)
     # a constraint on a size that was not given says which default it was checked with
-    with pytest.raises(ValueError, match=r"taken from the example input.*height="):
-        hub.entry_points()["swin_transformer"](channels=32, window_size=5)
-    assert isinstance(hub.entry_points()["swin_transformer"](channels=32, window_size=5, height=10, width=10),
-                      torch.nn.Module)
+    with pytest.raises(ValueError, match=r"taken from the example input.*tokens="):
+        hub.entry_points()["clustered_attention"](dim=32, clusters=200)
+    assert isinstance(hub.entry_points()["clustered_attention"](dim=32, clusters=200, tokens=256), torch.nn.Module)
 
 
 def test_hub_on_a_clean_clone(tmp_path):
