@@ -7,15 +7,16 @@ cache) by way of :func:`execute`. Errors on these routes have the protocol's sha
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from fastapi import APIRouter, Request, Response
 
 from .. import __version__, oip
 from ..errors import ApiError
-from ..mechanisms import registry
-from ..mechanisms.base import Mechanism
+
+if TYPE_CHECKING:
+    from ..mechanisms.base import Mechanism
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 
@@ -34,6 +35,8 @@ def _json(doc: Any, status: int = 200) -> Response:
 
 
 def _mechanism(name: str, version: str | None) -> Mechanism:
+    from ..mechanisms import registry  # imported on first use: the module does not need torch to load
+
     mech = registry.get(name)
     if mech is None:
         raise oip.OipError(404, f"unknown model '{name}'; GET /techniques?has_implementation=true lists them")
@@ -100,6 +103,8 @@ def live() -> Response:
 @router.get("/health/ready", summary="Server readiness", responses={200: {"description": "ready"}, 503: _ERROR})
 def ready(request: Request) -> Response:
     """Ready when the process can run models (the catalogue database is not needed for inference)."""
+    from ..mechanisms import registry
+
     if not registry.all_mechanisms():
         return _error(503, "no models are registered")
     return Response(status_code=200)
