@@ -7,16 +7,13 @@ cache) by way of :func:`execute`. Errors on these routes have the protocol's sha
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request, Response
 
 from .. import __version__, oip
 from ..errors import ApiError
-
-if TYPE_CHECKING:
-    from ..mechanisms.base import Mechanism
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 
@@ -34,7 +31,20 @@ def _json(doc: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(doc), status_code=status, media_type="application/json")
 
 
-def _mechanism(name: str, version: str | None) -> Mechanism:
+def model_metadata(slug: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": slug, "versions": ["1"], "platform": "pytorch",
+        "inputs": [oip.tensor_metadata(i["name"], i["dims"]) for i in spec["inputs"]],
+        "outputs": [oip.tensor_metadata(o["name"], o["dims"]) for o in spec["outputs"]],
+    }
+
+
+# ------------------------------------------------------------------------------------------ the run core
+# The two functions below are the only places that know how runs are executed.
+
+async def describe(request: Request, name: str, version: str | None) -> dict[str, Any]:
+    """Inputs and outputs of model ``name`` (``{"inputs": [{name, dims}], "outputs": [{name, dims,
+    attention}]}``); ``OipError`` 404 for an unknown model or version."""
     from ..mechanisms import registry  # imported on first use: the module does not need torch to load
 
     mech = registry.get(name)
@@ -42,27 +52,22 @@ def _mechanism(name: str, version: str | None) -> Mechanism:
         raise oip.OipError(404, f"unknown model '{name}'; GET /techniques?has_implementation=true lists them")
     if version is not None and version != "1":
         raise oip.OipError(404, f"model '{name}' has only version 1, not '{version}'")
-    return mech
+    return {"inputs": [{"name": i.name, "dims": list(i.dims)} for i in mech.inputs],
+            "outputs": [{"name": o.name, "dims": list(o.dims), "attention": o.attention} for o in mech.outputs]}
 
 
-def model_metadata(mech: Mechanism) -> dict[str, Any]:
-    return {
-        "name": mech.slug, "versions": ["1"], "platform": "pytorch",
-        "inputs": [oip.tensor_metadata(i.name, i.dims) for i in mech.inputs],
-        "outputs": [oip.tensor_metadata(o.name, o.dims) for o in mech.outputs],
-    }
-
-
-# ------------------------------------------------------------------------------------------ the run path
-
-async def execute(request: Request, mech: Mechanism, inputs: dict[str, np.ndarray], hyperparameters: dict[str, Any],
-                  *, seed: int, dtype: str, allow_nonfinite: bool, need_attention: bool) -> tuple[dict, dict]:
-    """Run ``mech`` through the run API's path: validation, run slot, time limit, module cache, metrics.
-    Returns the output tensors by name (torch) and the run facts. Raises ``ApiError`` as the run API does."""
+async def execute(request: Request, slug: str, inputs: dict[str, np.ndarray], hyperparameters: dict[str, Any],
+                  *, seed: int, dtype: str, allow_nonfinite: bool, need_attention: bool
+                  ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Run ``slug`` through the run API's path (validation, run slots, time limit, module cache, metrics).
+    Returns the outputs by name as NumPy arrays (bfloat16 as uint16 bit patterns) and the run facts.
+    Raises ``ApiError`` as the run API does."""
     import torch
 
+    from ..mechanisms import registry
     from . import run as run_api
 
+    mech = registry.get(slug)
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()}
     opts = run_api.RunOptions(hyperparameters=hyperparameters, seed=seed, dtype=dtype,
                               return_attention=need_attention, allow_nonfinite=allow_nonfinite)
@@ -74,7 +79,7 @@ async def execute(request: Request, mech: Mechanism, inputs: dict[str, np.ndarra
     request.app.state.metrics.observe_run(mech.slug, result["forward_ms"] / 1000.0)
     facts = {"seed": seed, "dtype": dtype, "forward_ms": result["forward_ms"],
              "parameter_count": result["parameter_count"], "flops": result["flops"]}
-    return result["outputs"], facts
+    return {k: _to_numpy(v) for k, v in result["outputs"].items()}, facts
 
 
 def _to_numpy(t) -> np.ndarray:
@@ -117,45 +122,45 @@ _META_EXAMPLE = {"name": "cbam", "versions": ["1"], "platform": "pytorch",
                              {"name": "spatial_map", "datatype": "FP32", "shape": [-1, 1, -1, -1]}]}
 
 
-def _metadata(model_name: str, model_version: str | None) -> Response:
+async def _metadata(request: Request, model_name: str, model_version: str | None) -> Response:
     try:
-        return _json(model_metadata(_mechanism(model_name, model_version)))
-    except oip.OipError as exc:
+        return _json(model_metadata(model_name, await describe(request, model_name, model_version)))
+    except (oip.OipError, ApiError) as exc:
         return _error(exc.status, exc.message)
 
 
-def _ready(model_name: str, model_version: str | None) -> Response:
+async def _ready(request: Request, model_name: str, model_version: str | None) -> Response:
     try:
-        _mechanism(model_name, model_version)
-    except oip.OipError as exc:
+        await describe(request, model_name, model_version)
+    except (oip.OipError, ApiError) as exc:
         return _error(exc.status, exc.message)
     return Response(status_code=200)
 
 
 @router.get("/models/{model_name}", summary="Model metadata",
             responses={200: {"content": {"application/json": {"example": _META_EXAMPLE}}}, 404: _ERROR})
-def model(model_name: str) -> Response:
+async def model(request: Request, model_name: str) -> Response:
     """Inputs and outputs of a technique (the model name is its slug) with OIP names, datatypes and shapes
     (-1: any size). Outputs after `output` are attention maps. FP64 and BF16 inputs are accepted as well
     as FP32; the outputs follow them (or the `dtype` parameter)."""
-    return _metadata(model_name, None)
+    return await _metadata(request, model_name, None)
 
 
 @router.get("/models/{model_name}/versions/{model_version}", summary="Model metadata (version 1)",
             responses={200: {"content": {"application/json": {"example": _META_EXAMPLE}}}, 404: _ERROR})
-def model_version(model_name: str, model_version: str) -> Response:
-    return _metadata(model_name, model_version)
+async def model_version(request: Request, model_name: str, model_version: str) -> Response:
+    return await _metadata(request, model_name, model_version)
 
 
 @router.get("/models/{model_name}/ready", summary="Model readiness", responses={200: {}, 404: _ERROR})
-def model_ready(model_name: str) -> Response:
-    return _ready(model_name, None)
+async def model_ready(request: Request, model_name: str) -> Response:
+    return await _ready(request, model_name, None)
 
 
 @router.get("/models/{model_name}/versions/{model_version}/ready", summary="Model readiness (version 1)",
             responses={200: {}, 404: _ERROR})
-def model_version_ready(model_name: str, model_version: str) -> Response:
-    return _ready(model_name, model_version)
+async def model_version_ready(request: Request, model_name: str, model_version: str) -> Response:
+    return await _ready(request, model_name, model_version)
 
 
 _INFER_EXAMPLE = {
@@ -198,7 +203,7 @@ async def infer_version(request: Request, model_name: str, model_version: str) -
 async def _infer(request: Request, model_name: str, model_version: str | None) -> Response:
     settings = request.app.state.settings
     try:
-        mech = _mechanism(model_name, model_version)
+        spec = await describe(request, model_name, model_version)
         if request.headers.get("content-encoding", "identity").lower() not in ("identity", ""):
             raise oip.OipError(415, "compressed requests are not accepted; send the body uncompressed")
         from .deps import read_body
@@ -206,15 +211,15 @@ async def _infer(request: Request, model_name: str, model_version: str | None) -
         body = await read_body(request, settings.max_body_bytes)
         limits = oip.Limits(settings.max_tensor_elements, settings.max_total_elements, settings.max_json_body_bytes)
         req = oip.parse_infer(body, request.headers.get("inference-header-content-length"), limits)
-        known = [o.name for o in mech.outputs]
-        attention = {o.name for o in mech.outputs if o.attention}
+        known = [o["name"] for o in spec["outputs"]]
+        attention = {o["name"] for o in spec["outputs"] if o["attention"]}
         wanted = req.outputs if req.outputs is not None else [oip.RequestedOutput(n, req.binary_output) for n in known]
         for o in wanted:
             if o.name not in known:
-                raise oip.OipError(400, f"model '{mech.slug}' has no output '{o.name}'; its outputs are {known}")
+                raise oip.OipError(400, f"model '{model_name}' has no output '{o.name}'; its outputs are {known}")
         dtype = oip.run_dtype(req)
         outputs, facts = await execute(
-            request, mech, {k: oip.as_float(t) for k, t in req.inputs.items()}, req.hyperparameters,
+            request, model_name, {k: oip.as_float(t) for k, t in req.inputs.items()}, req.hyperparameters,
             seed=req.seed, dtype=dtype, allow_nonfinite=req.allow_nonfinite,
             need_attention=any(o.name in attention for o in wanted))
     except oip.OipError as exc:
@@ -225,8 +230,8 @@ async def _infer(request: Request, model_name: str, model_version: str | None) -
     missing = [o.name for o in wanted if o.name not in outputs]
     if missing:
         return _error(500, f"the run did not produce {missing}")
-    tensors = [oip.Tensor(o.name, datatype, tuple(outputs[o.name].shape), _to_numpy(outputs[o.name])) for o in wanted]
-    body, headers = oip.encode_infer(mech.slug, req.id, tensors, {o.name for o in wanted if o.binary}, facts)
+    tensors = [oip.Tensor(o.name, datatype, tuple(outputs[o.name].shape), outputs[o.name]) for o in wanted]
+    body, headers = oip.encode_infer(model_name, req.id, tensors, {o.name for o in wanted if o.binary}, facts)
     media = "application/octet-stream" if headers else "application/json"
     return Response(body, media_type=media, headers=headers)
 
