@@ -47,18 +47,29 @@ class OipError(Exception):
         self.headers = headers
 
 
+@dataclass(frozen=True)
+class ShmRef:
+    """A tensor in a registered system shared-memory region (the shared-memory extension)."""
+
+    region: str
+    byte_size: int
+    offset: int = 0
+
+
 @dataclass
 class Tensor:
     name: str
     datatype: str
     shape: tuple[int, ...]
-    array: np.ndarray  # shaped; BF16 as uint16 bit patterns
+    array: np.ndarray | None  # shaped; BF16 as uint16 bit patterns; None when the tensor is in shared memory
+    shm: ShmRef | None = None
 
 
 @dataclass
 class RequestedOutput:
     name: str
     binary: bool
+    shm: ShmRef | None = None
 
 
 @dataclass
@@ -161,6 +172,21 @@ def _flatten(data: Any, where: str) -> list:
 _END = object()
 
 
+def _shm_ref(params: Mapping[str, Any], where: str) -> ShmRef | None:
+    """The shared-memory parameters of a tensor, or None when it names no region."""
+    keys = {"shared_memory_region", "shared_memory_byte_size", "shared_memory_offset"}
+    if not keys & set(params):
+        return None
+    region, size, offset = (params.get("shared_memory_region"), params.get("shared_memory_byte_size"),
+                            params.get("shared_memory_offset", 0))
+    if not isinstance(region, str) or not region:
+        raise OipError(400, f"{where}: shared_memory_region must name a registered region")
+    for key, value in (("shared_memory_byte_size", size), ("shared_memory_offset", offset)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise OipError(400, f"{where}: {key} must be a non-negative integer")
+    return ShmRef(region, size, offset)
+
+
 def _from_json_data(data: Any, datatype: str, shape: tuple[int, ...], where: str) -> np.ndarray:
     flat = _flatten(data, where)
     count = math.prod(shape)
@@ -234,9 +260,18 @@ def parse_infer(body: bytes, header_length: str | None, limits: Limits) -> Infer
         if total > limits.max_total_elements:
             raise OipError(413, f"the inputs hold {total} elements in all; the limit is {limits.max_total_elements}")
         params = _parameters(raw.get("parameters"), where)
-        _only(params, {"binary_data_size"}, f"{where} parameters")
+        _only(params, {"binary_data_size", "shared_memory_region", "shared_memory_byte_size", "shared_memory_offset"},
+              f"{where} parameters")
         size = params.get("binary_data_size")
-        if size is not None:
+        shm = _shm_ref(params, where)
+        if shm is not None:
+            if "data" in raw or size is not None:
+                raise OipError(400, f"{where} names a shared-memory region and also carries data; send one")
+            expected = count * WIRE[datatype].itemsize
+            if shm.byte_size != expected:
+                raise OipError(400, f"{where}: shared_memory_byte_size is {shm.byte_size} but {datatype} "
+                                    f"{list(shape)} takes {expected}")
+        elif size is not None:
             if "data" in raw:
                 raise OipError(400, f"{where} has both 'data' and parameters.binary_data_size; send one")
             if isinstance(size, bool) or not isinstance(size, int) or size < 0:
@@ -248,7 +283,7 @@ def parse_infer(body: bytes, header_length: str | None, limits: Limits) -> Infer
             binary_needed += size
         elif "data" not in raw:
             raise OipError(400, f"{where} has neither 'data' nor parameters.binary_data_size")
-        plans.append((name, datatype, shape, size, raw.get("data")))
+        plans.append((name, datatype, shape, size, raw.get("data"), shm))
     if binary_needed != len(binary):
         if header_length is None:
             raise OipError(400, "inputs declare binary_data_size but the request has no "
@@ -257,7 +292,10 @@ def parse_infer(body: bytes, header_length: str | None, limits: Limits) -> Infer
 
     inputs: dict[str, Tensor] = {}
     offset = 0
-    for name, datatype, shape, size, data in plans:
+    for name, datatype, shape, size, data, shm in plans:
+        if shm is not None:
+            inputs[name] = Tensor(name, datatype, shape, None, shm)
+            continue
         if size is not None:
             arr = np.frombuffer(binary[offset:offset + size], dtype=WIRE[datatype]).reshape(shape)
             offset += size
@@ -297,7 +335,8 @@ def parse_infer(body: bytes, header_length: str | None, limits: Limits) -> Infer
                 raise OipError(400, f"outputs[{i}] must be an object with a 'name'")
             _only(raw, {"name", "parameters"}, f"outputs[{i}]")
             oparams = _parameters(raw.get("parameters"), f"output '{raw['name']}'")
-            _only(oparams, {"binary_data", "classification"}, f"output '{raw['name']}' parameters")
+            _only(oparams, {"binary_data", "classification", "shared_memory_region", "shared_memory_byte_size",
+                            "shared_memory_offset"}, f"output '{raw['name']}' parameters")
             if oparams.get("classification"):
                 raise OipError(400, f"output '{raw['name']}': the classification extension is not supported")
             binary = oparams.get("binary_data", req.binary_output)
@@ -305,7 +344,10 @@ def parse_infer(body: bytes, header_length: str | None, limits: Limits) -> Infer
                 raise OipError(400, f"output '{raw['name']}': binary_data must be true or false")
             if any(o.name == raw["name"] for o in req.outputs):
                 raise OipError(400, f"output '{raw['name']}' is asked for twice")
-            req.outputs.append(RequestedOutput(raw["name"], binary))
+            shm = _shm_ref(oparams, f"output '{raw['name']}'")
+            if shm is not None and oparams.get("binary_data"):
+                raise OipError(400, f"output '{raw['name']}': binary_data and a shared-memory region exclude each other")
+            req.outputs.append(RequestedOutput(raw["name"], binary and shm is None, shm))
     return req
 
 
@@ -322,7 +364,8 @@ def run_dtype(req: InferRequest) -> str:
 
 
 def as_float(t: Tensor) -> np.ndarray:
-    """An input as a float NumPy array for the run (BF16 widened exactly to float32)."""
+    """An input as a float NumPy array for the run (BF16 widened exactly to float32); not for shared memory."""
+    assert t.array is not None
     if t.datatype == "BF16":
         return float32_from_bf16_bits(t.array)
     if t.datatype in ("FP32", "FP64"):
@@ -338,7 +381,9 @@ def encode_infer(model: str, request_id: str | None, outputs: Iterable[Tensor], 
     entries, blobs = [], []
     for t in outputs:
         entry: dict[str, Any] = {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
-        if t.name in binary:
+        if t.shm is not None:  # written into the client's region already
+            entry["parameters"] = {"shared_memory_region": t.shm.region, "shared_memory_byte_size": t.shm.byte_size}
+        elif t.name in binary:
             raw = np.ascontiguousarray(t.array, dtype=WIRE[t.datatype]).tobytes()
             entry["parameters"] = {"binary_data_size": len(raw)}
             blobs.append(raw)

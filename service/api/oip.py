@@ -217,6 +217,8 @@ async def _infer(request: Request, model_name: str, model_version: str | None) -
         for o in wanted:
             if o.name not in known:
                 raise oip.OipError(400, f"model '{model_name}' has no output '{o.name}'; its outputs are {known}")
+        if any(t.shm for t in req.inputs.values()) or any(o.shm for o in wanted):
+            raise oip.OipError(400, "this server has no system shared-memory regions; send the tensors in the body")
         dtype = oip.run_dtype(req)
         outputs, facts = await execute(
             request, model_name, {k: oip.as_float(t) for k, t in req.inputs.items()}, req.hyperparameters,

@@ -103,3 +103,19 @@ def test_encode_binary_and_json_outputs():
     np.testing.assert_array_equal(np.frombuffer(body[n:], "<f4"), np.arange(4))
     body, headers = oip.encode_infer("m", None, [out], set())
     assert headers == {} and orjson.loads(body)["outputs"][0]["data"] == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_shared_memory_parameters():
+    req = _parse({"inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP32",
+                              "parameters": {"shared_memory_region": "in", "shared_memory_byte_size": 24,
+                                             "shared_memory_offset": 8}}],
+                  "outputs": [{"name": "output", "parameters": {"shared_memory_region": "out",
+                                                                "shared_memory_byte_size": 24}}]})
+    assert req.inputs["x"].array is None and req.inputs["x"].shm == oip.ShmRef("in", 24, 8)
+    assert req.outputs[0].shm == oip.ShmRef("out", 24, 0) and not req.outputs[0].binary
+    for params, words in [({"shared_memory_region": "in", "shared_memory_byte_size": 20}, "takes 24"),
+                          ({"shared_memory_byte_size": 24}, "must name"),
+                          ({"shared_memory_region": "in", "shared_memory_byte_size": 24, "shared_memory_offset": -1},
+                           "non-negative")]:
+        with pytest.raises(oip.OipError, match=words):
+            _parse({"inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP32", "parameters": params}]})
