@@ -29,7 +29,7 @@ WIRE = {"BOOL": np.dtype("?"), "UINT8": np.dtype("u1"), "UINT16": np.dtype("<u2"
         "INT64": np.dtype("<i8"), "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
         "BF16": np.dtype("<u2")}
 FLOAT_TYPES = ("FP32", "FP64", "BF16", "FP16")
-RUN_DTYPE = {"FP32": "float32", "FP64": "float64", "BF16": "bfloat16"}  # datatypes the mechanisms run in
+RUN_DTYPE = {"FP32": "float32", "FP64": "float64", "BF16": "bfloat16", "FP16": "float16"}  # the run dtypes
 DATATYPE_OF_RUN = {v: k for k, v in RUN_DTYPE.items()}
 
 # request parameters that steer the run (everything else is a hyper-parameter of the technique)
@@ -352,25 +352,27 @@ def parse_infer(body: bytes, header_length: str | None, limits: Limits) -> Infer
 
 
 def run_dtype(req: InferRequest) -> str:
-    """The dtype the run uses: the one asked for, else the inputs' when they all share FP64 or BF16, else float32."""
+    """The dtype the run uses: the one asked for, else the inputs' when they all share one float datatype
+    (FP64, BF16 or FP16), else float32."""
     if req.dtype:
         return req.dtype
     kinds = {t.datatype for t in req.inputs.values()}
-    if kinds == {"FP64"}:
-        return "float64"
-    if kinds == {"BF16"}:
-        return "bfloat16"
+    if len(kinds) == 1 and next(iter(kinds)) in RUN_DTYPE:
+        return RUN_DTYPE[next(iter(kinds))]
     return "float32"
 
 
-def as_float(t: Tensor) -> np.ndarray:
-    """An input as a float NumPy array for the run (BF16 widened exactly to float32); not for shared memory."""
+def as_wire(t: Tensor) -> tuple[np.ndarray, str]:
+    """An input as (array, run-core dtype name): float tensors as they came (BF16 widened exactly to float32,
+    which the core narrows back), integers and booleans as float64 or float32. Not for shared memory."""
     assert t.array is not None
     if t.datatype == "BF16":
-        return float32_from_bf16_bits(t.array)
-    if t.datatype in ("FP32", "FP64"):
-        return t.array
-    return t.array.astype(np.float64 if t.array.dtype.itemsize > 4 else np.float32)
+        return float32_from_bf16_bits(t.array), "bfloat16"
+    if t.datatype in RUN_DTYPE:
+        return t.array, RUN_DTYPE[t.datatype]
+    if t.array.dtype.itemsize > 2:
+        return t.array.astype(np.float64), "float64"
+    return t.array.astype(np.float32), "float32"
 
 
 # ------------------------------------------------------------------------------------------ encoding

@@ -7,6 +7,7 @@ cache) by way of :func:`execute`. Errors on these routes have the protocol's sha
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -44,51 +45,50 @@ def model_metadata(slug: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 async def describe(request: Request, name: str, version: str | None) -> dict[str, Any]:
     """Inputs and outputs of model ``name`` (``{"inputs": [{name, dims}], "outputs": [{name, dims,
-    attention}]}``); ``OipError`` 404 for an unknown model or version."""
-    from ..mechanisms import registry  # imported on first use: the module does not need torch to load
+    attention}]}``, from the run workers); ``OipError`` 404 for an unknown model or version."""
+    from ..mechanisms import registry
 
-    mech = registry.get(name)
-    if mech is None:
-        raise oip.OipError(404, f"unknown model '{name}'; GET /techniques?has_implementation=true lists them")
+    if name not in registry.slugs():
+        raise oip.OipError(404, f"unknown model '{name[:96]}'; GET /techniques?has_implementation=true lists them")
     if version is not None and version != "1":
-        raise oip.OipError(404, f"model '{name}' has only version 1, not '{version}'")
-    return {"inputs": [{"name": i.name, "dims": list(i.dims)} for i in mech.inputs],
-            "outputs": [{"name": o.name, "dims": list(o.dims), "attention": o.attention} for o in mech.outputs]}
+        raise oip.OipError(404, f"model '{name}' has only version 1, not '{version[:32]}'")
+    return await request.app.state.runs.describe(name)
 
 
-async def execute(request: Request, slug: str, inputs: dict[str, np.ndarray], hyperparameters: dict[str, Any],
+async def execute(request: Request, slug: str, inputs: dict[str, tuple[np.ndarray, str]], hyperparameters: dict[str, Any],
                   *, seed: int, dtype: str, allow_nonfinite: bool, need_attention: bool
                   ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Run ``slug`` through the run API's path (validation, run slots, time limit, module cache, metrics).
-    Returns the outputs by name as NumPy arrays (bfloat16 as uint16 bit patterns) and the run facts.
-    Raises ``ApiError`` as the run API does."""
-    import torch
+    """Run ``slug`` on the run core, as ``POST /techniques/{slug}/run`` does: the inputs (name -> (array,
+    wire dtype)) go into a shared-memory segment, a worker validates, prices and runs them under the same
+    limits, run slots and time limit. Returns the outputs by name as NumPy arrays (bfloat16 as uint16 bit
+    patterns) and the run facts; raises ``ApiError`` as the run API does."""
+    from ..runs.core import RunOptions
 
-    from ..mechanisms import registry
-    from . import run as run_api
+    svc = request.app.state.runs
+    seg, refs = svc.segment_for_plan([[(name, arr, wire_dtype) for name, (arr, wire_dtype) in inputs.items()]])
+    try:
+        result = await svc.run(slug, RunOptions(hyperparameters=hyperparameters, seed=seed, dtype=dtype,
+                                                return_attention=need_attention, allow_nonfinite=allow_nonfinite),
+                               refs[0])
+    finally:
+        svc.segments.give(seg)
+    try:
+        outputs = {}
+        for ref in result.outputs:
+            raw = np.dtype("<u2") if ref["dtype"] == "bfloat16" else _NUMPY[ref["dtype"]]
+            count = math.prod(ref["shape"])
+            outputs[ref["name"]] = np.frombuffer(result.buffer, dtype=raw, count=count,
+                                                 offset=ref["offset"]).reshape(ref["shape"]).copy()
+    finally:
+        result.release()
+    meta = result.meta
+    request.app.state.metrics.observe_run(slug, meta["time_ms"]["forward"] / 1000.0)
+    facts = {"seed": seed, "dtype": dtype, "forward_ms": meta["time_ms"]["forward"],
+             "total_ms": meta["time_ms"]["total"], "parameter_count": meta["parameter_count"], "flops": meta["flops"]}
+    return outputs, facts
 
-    mech = registry.get(slug)
-    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()}
-    opts = run_api.RunOptions(hyperparameters=hyperparameters, seed=seed, dtype=dtype,
-                              return_attention=need_attention, allow_nonfinite=allow_nonfinite)
-    run_api._check_finite(tensors, opts.allow_nonfinite)
-    params = run_api._prepare(mech, tensors, opts.hyperparameters)
-    pool = request.app.state.run_pool
-    cache = request.app.state.module_cache
-    result = await pool.run(lambda: run_api._safe_execute(mech, tensors, params, opts, None, cache))
-    request.app.state.metrics.observe_run(mech.slug, result["forward_ms"] / 1000.0)
-    facts = {"seed": seed, "dtype": dtype, "forward_ms": result["forward_ms"],
-             "parameter_count": result["parameter_count"], "flops": result["flops"]}
-    return {k: _to_numpy(v) for k, v in result["outputs"].items()}, facts
 
-
-def _to_numpy(t) -> np.ndarray:
-    import torch
-
-    t = t.detach().cpu().contiguous()
-    if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().view(np.uint16)
-    return t.numpy()
+_NUMPY = {"float32": np.dtype("<f4"), "float64": np.dtype("<f8"), "float16": np.dtype("<f2")}
 
 
 # ------------------------------------------------------------------------------------------ routes
@@ -110,7 +110,7 @@ def ready(request: Request) -> Response:
     """Ready when the process can run models (the catalogue database is not needed for inference)."""
     from ..mechanisms import registry
 
-    if not registry.all_mechanisms():
+    if not registry.slugs():
         return _error(503, "no models are registered")
     return Response(status_code=200)
 
@@ -221,7 +221,7 @@ async def _infer(request: Request, model_name: str, model_version: str | None) -
             raise oip.OipError(400, "this server has no system shared-memory regions; send the tensors in the body")
         dtype = oip.run_dtype(req)
         outputs, facts = await execute(
-            request, model_name, {k: oip.as_float(t) for k, t in req.inputs.items()}, req.hyperparameters,
+            request, model_name, {k: oip.as_wire(t) for k, t in req.inputs.items()}, req.hyperparameters,
             seed=req.seed, dtype=dtype, allow_nonfinite=req.allow_nonfinite,
             need_attention=any(o.name in attention for o in wanted))
     except oip.OipError as exc:

@@ -44,7 +44,7 @@ def test_json_and_binary_inputs_in_order():
     np.testing.assert_array_equal(req.inputs["a"].array, a)
     np.testing.assert_array_equal(req.inputs["b"].array, b)
     np.testing.assert_array_equal(req.inputs["n"].array, [[1, 2], [3, 4]])
-    assert req.inputs["n"].array.dtype == np.int64 and oip.as_float(req.inputs["n"]).dtype == np.float64
+    assert req.inputs["n"].array.dtype == np.int64 and oip.as_wire(req.inputs["n"])[1] == "float64"
     assert req.hyperparameters == {"reduction": 2} and req.seed == 3 and req.dtype == "float64"
     assert req.ignored == {"priority": 1}
     assert [(o.name, o.binary) for o in req.outputs] == [("output", True), ("weights", False)]
@@ -70,7 +70,7 @@ def test_json_and_binary_inputs_in_order():
      b"", 413, "in all"),
     ({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}], "parameters": {"seed": -1}},
      b"", 400, "seed"),
-    ({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}], "parameters": {"dtype": "FP16"}},
+    ({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}], "parameters": {"dtype": "INT8"}},
      b"", 400, "dtype"),
     ({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}], "parameters": {"r": [1]}},
      b"", 400, "boolean, number or string"),
