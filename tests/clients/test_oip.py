@@ -4,6 +4,10 @@ compared with the in-process module (service.mechanisms.runtime.run)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import httpx
 import numpy as np
@@ -11,6 +15,8 @@ import pytest
 import torch
 
 from service.mechanisms import registry, runtime
+
+from .conftest import REPO
 
 http = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException  # noqa: E402
@@ -154,3 +160,24 @@ def test_openapi_documents_the_routes(client):
     infer = paths["/v2/models/{model_name}/infer"]["post"]
     assert "Inference-Header-Content-Length" in infer["description"]
     assert "application/json" in infer["requestBody"]["content"]
+
+
+def test_the_http_process_does_not_import_torch_for_oip(tmp_path):
+    """Metadata and inference on /v2 run in the workers: the front process stays free of torch."""
+    script = textwrap.dedent(f"""
+        import sys
+        from fastapi.testclient import TestClient
+        from service.main import create_app
+        from service.settings import Settings
+        with TestClient(create_app(Settings(var_dir={str(tmp_path)!r}))) as c:
+            assert c.get("/v2/models/cbam").status_code == 200
+            r = c.post("/v2/models/cbam/infer", json={{"parameters": {{"reduction": 2}}, "inputs": [
+                {{"name": "x", "shape": [1, 4, 2, 2], "datatype": "FP32", "data": [0.5] * 16}}]}})
+            assert r.status_code == 200, r.text
+        print("torch" in sys.modules)
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATLAS_")}
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "False"
