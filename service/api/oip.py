@@ -55,21 +55,36 @@ async def describe(request: Request, name: str, version: str | None) -> dict[str
     return await request.app.state.runs.describe(name)
 
 
-async def execute(request: Request, slug: str, inputs: dict[str, tuple[np.ndarray, str]], hyperparameters: dict[str, Any],
-                  *, seed: int, dtype: str, allow_nonfinite: bool, need_attention: bool
-                  ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+async def execute(request: Request, slug: str, inputs: dict[str, tuple[np.ndarray, str] | oip.Tensor],
+                  hyperparameters: dict[str, Any], *, seed: int, dtype: str, allow_nonfinite: bool,
+                  need_attention: bool) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Run ``slug`` on the run core, as ``POST /techniques/{slug}/run`` does: the inputs (name -> (array,
     wire dtype)) go into a shared-memory segment, a worker validates, prices and runs them under the same
     limits, run slots and time limit. Returns the outputs by name as NumPy arrays (bfloat16 as uint16 bit
-    patterns) and the run facts; raises ``ApiError`` as the run API does."""
+    patterns) and the run facts; raises ``ApiError`` as the run API does. An input given as an
+    ``oip.Tensor`` with ``shm`` set is read by the worker straight from the client's registered region."""
+    from ..runs import wire
     from ..runs.core import RunOptions
 
     svc = request.app.state.runs
-    seg, refs = svc.segment_for_plan([[(name, arr, wire_dtype) for name, (arr, wire_dtype) in inputs.items()]])
+    plan = [(name, *value) for name, value in inputs.items() if not isinstance(value, oip.Tensor)]
+    seg, refs = svc.segment_for_plan([plan])
+    by_name = {r.name: r for r in refs[0]}
+    for name, value in inputs.items():
+        if isinstance(value, oip.Tensor):
+            region = _region(request, value.shm.region)
+            end = value.shm.offset + value.shm.byte_size
+            if end > region["byte_size"]:
+                svc.segments.give(seg)
+                raise oip.OipError(400, f"input '{name}' runs past the end of region '{value.shm.region}' "
+                                        f"({end} > {region['byte_size']} bytes)")
+            by_name[name] = wire.TensorRef(name, oip.RUN_DTYPE[value.datatype], list(value.shape), region["key"],
+                                           region.get("offset", 0) + value.shm.offset, value.shm.byte_size)
     try:
+        wire.check_total((math.prod(r.shape) for r in by_name.values()), svc.limits)
         result = await svc.run(slug, RunOptions(hyperparameters=hyperparameters, seed=seed, dtype=dtype,
                                                 return_attention=need_attention, allow_nonfinite=allow_nonfinite),
-                               refs[0])
+                               [by_name[name] for name in inputs])
     finally:
         svc.segments.give(seg)
     try:
@@ -95,9 +110,12 @@ _NUMPY = {"float32": np.dtype("<f4"), "float64": np.dtype("<f8"), "float16": np.
 
 @router.get("", summary="Server metadata", responses={200: {"content": {"application/json": {"example": {
     "name": "attention-atlas", "version": __version__, "extensions": ["binary_tensor_data"]}}}}})
-def server_metadata() -> Response:
+def server_metadata(request: Request) -> Response:
     """Name, version and the protocol extensions this server supports."""
-    return _json({"name": "attention-atlas", "version": __version__, "extensions": ["binary_tensor_data"]})
+    extensions = ["binary_tensor_data"]
+    if request.app.state.settings.run_shm_client_regions:
+        extensions.append("system_shared_memory")
+    return _json({"name": "attention-atlas", "version": __version__, "extensions": extensions})
 
 
 @router.get("/health/live", summary="Server liveness", responses={200: {"description": "live"}})
@@ -217,11 +235,13 @@ async def _infer(request: Request, model_name: str, model_version: str | None) -
         for o in wanted:
             if o.name not in known:
                 raise oip.OipError(400, f"model '{model_name}' has no output '{o.name}'; its outputs are {known}")
-        if any(t.shm for t in req.inputs.values()) or any(o.shm for o in wanted):
-            raise oip.OipError(400, "this server has no system shared-memory regions; send the tensors in the body")
+        for t in req.inputs.values():
+            if t.shm is not None and t.datatype not in oip.RUN_DTYPE:
+                raise oip.OipError(400, f"input '{t.name}' in shared memory must be one of {sorted(oip.RUN_DTYPE)}")
         dtype = oip.run_dtype(req)
         outputs, facts = await execute(
-            request, model_name, {k: oip.as_wire(t) for k, t in req.inputs.items()}, req.hyperparameters,
+            request, model_name, {k: (t if t.shm else oip.as_wire(t)) for k, t in req.inputs.items()},
+            req.hyperparameters,
             seed=req.seed, dtype=dtype, allow_nonfinite=req.allow_nonfinite,
             need_attention=any(o.name in attention for o in wanted))
     except oip.OipError as exc:
@@ -232,10 +252,138 @@ async def _infer(request: Request, model_name: str, model_version: str | None) -
     missing = [o.name for o in wanted if o.name not in outputs]
     if missing:
         return _error(500, f"the run did not produce {missing}")
-    tensors = [oip.Tensor(o.name, datatype, tuple(outputs[o.name].shape), outputs[o.name]) for o in wanted]
+    tensors = [oip.Tensor(o.name, datatype, tuple(outputs[o.name].shape), outputs[o.name], o.shm) for o in wanted]
+    try:
+        _write_to_regions(request, [t for t in tensors if t.shm is not None])
+    except oip.OipError as exc:
+        return _error(exc.status, exc.message)
     body, headers = oip.encode_infer(model_name, req.id, tensors, {o.name for o in wanted if o.binary}, facts)
     media = "application/octet-stream" if headers else "application/json"
     return Response(body, media_type=media, headers=headers)
+
+
+# ------------------------------------------------------------------------------------------ shared memory
+# The system shared-memory extension, for clients on the same host (tritonclient.utils.shared_memory):
+# regions are POSIX shared-memory objects in the server's shm directory, registered under a name; inputs
+# and outputs then name a region instead of carrying data. Off unless ATLAS_RUN_SHM_CLIENT_REGIONS=true;
+# the regions are the ones POST /shm/regions registers for the run API.
+
+def _regions(request: Request) -> dict[str, dict[str, Any]]:
+    if not request.app.state.settings.run_shm_client_regions:
+        raise oip.OipError(403, "shared-memory regions are disabled on this server (ATLAS_RUN_SHM_CLIENT_REGIONS)")
+    return request.app.state.shm_regions
+
+
+def _region(request: Request, name: str) -> dict[str, Any]:
+    region = _regions(request).get(name)
+    if region is None:
+        raise oip.OipError(400, f"no shared-memory region named '{name[:128]}' is registered")
+    return region
+
+
+def _write_to_regions(request: Request, tensors: list[oip.Tensor]) -> None:
+    """Copy outputs into the regions the client named for them."""
+    from ..runs import shm
+
+    directory = request.app.state.runs.segments.directory
+    for t in tensors:
+        region = _region(request, t.shm.region)
+        raw = np.ascontiguousarray(t.array, dtype=oip.WIRE[t.datatype]).reshape(-1).view(np.uint8)
+        if raw.size > t.shm.byte_size or t.shm.offset + t.shm.byte_size > region["byte_size"]:
+            raise oip.OipError(400, f"output '{t.name}' needs {raw.size} bytes; region '{t.shm.region}' offers "
+                                    f"{min(t.shm.byte_size, region['byte_size'] - t.shm.offset)} at offset {t.shm.offset}")
+        start = region.get("offset", 0) + t.shm.offset
+        seg = shm.open_segment(directory, region["key"], start + raw.size)
+        try:
+            view = seg.view()
+            view[start:start + raw.size] = raw.tobytes()
+            view.release()
+        finally:
+            seg.close()
+        t.shm = oip.ShmRef(t.shm.region, int(raw.size), t.shm.offset)
+
+
+def _status(regions: list[dict[str, Any]]) -> Response:
+    return _json([{"name": r["name"], "key": "/" + r["key"], "offset": r.get("offset", 0), "byte_size": r["byte_size"]}
+                  for r in regions])
+
+
+@router.get("/systemsharedmemory/status", summary="Registered system shared-memory regions",
+            responses={200: {"content": {"application/json": {"example": [
+                {"name": "in", "key": "/my_inputs", "offset": 0, "byte_size": 4096}]}}}, 403: _ERROR})
+def shm_status(request: Request) -> Response:
+    try:
+        return _status(list(_regions(request).values()))
+    except oip.OipError as exc:
+        return _error(exc.status, exc.message)
+
+
+@router.get("/systemsharedmemory/region/{region_name}/status", summary="One system shared-memory region",
+            responses={200: {}, 400: _ERROR, 403: _ERROR})
+def shm_region_status(request: Request, region_name: str) -> Response:
+    try:
+        return _status([_region(request, region_name)])
+    except oip.OipError as exc:
+        return _error(exc.status, exc.message)
+
+
+@router.post("/systemsharedmemory/region/{region_name}/register", summary="Register a system shared-memory region",
+             openapi_extra={"requestBody": {"content": {"application/json": {"example": {
+                 "key": "/my_inputs", "offset": 0, "byte_size": 4096}}}}},
+             responses={200: {}, 400: _ERROR, 403: _ERROR, 409: _ERROR})
+async def shm_register(request: Request, region_name: str) -> Response:
+    """`key` is the name the client gave shm_open; the object must exist in the server's shm directory."""
+    from ..runs import shm
+
+    try:
+        regions = _regions(request)
+        body = await request.app.state.runs.read_bytes(request, 64 << 10)
+        doc = oip._json(body, "the registration", 64 << 10)
+        if not isinstance(doc, dict) or set(doc) - {"key", "offset", "byte_size"} or "key" not in doc:
+            raise oip.OipError(400, "the registration is {\"key\": \"/name\", \"offset\": 0, \"byte_size\": n}")
+        offset, size = doc.get("offset", 0), doc.get("byte_size")
+        for label, value in (("offset", offset), ("byte_size", size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if label == "byte_size" else 0):
+                raise oip.OipError(400, f"'{label}' must be a {'positive' if label == 'byte_size' else 'non-negative'} "
+                                        "integer")
+        try:
+            shm.check_region_name(region_name)
+            key = shm.check_region_name(doc["key"]) if isinstance(doc["key"], str) else ""
+        except ValueError as exc:
+            raise oip.OipError(400, str(exc)) from None
+        if not key or key.startswith("atlas-"):
+            raise oip.OipError(400, "'key' must name a shared-memory object of the client (not 'atlas-...')")
+        path = request.app.state.runs.segments.directory / key
+        if not path.is_file():
+            raise oip.OipError(400, f"no shared-memory object '/{key}' on this host")
+        if path.stat().st_size < offset + size:
+            raise oip.OipError(400, f"'/{key}' holds {path.stat().st_size} bytes, fewer than offset + byte_size")
+        if region_name in regions:
+            raise oip.OipError(409, f"a region named '{region_name}' is registered already; unregister it first")
+        regions[region_name] = {"name": region_name, "key": key, "offset": offset, "byte_size": size}
+    except (oip.OipError, ApiError) as exc:
+        return _error(exc.status, exc.message)
+    return Response(status_code=200)
+
+
+@router.post("/systemsharedmemory/unregister", summary="Unregister every system shared-memory region",
+             responses={200: {}, 403: _ERROR})
+def shm_unregister_all(request: Request) -> Response:
+    try:
+        _regions(request).clear()
+    except oip.OipError as exc:
+        return _error(exc.status, exc.message)
+    return Response(status_code=200)
+
+
+@router.post("/systemsharedmemory/region/{region_name}/unregister", summary="Unregister a system shared-memory region",
+             responses={200: {}, 403: _ERROR})
+def shm_unregister(request: Request, region_name: str) -> Response:
+    try:
+        _regions(request).pop(region_name, None)
+    except oip.OipError as exc:
+        return _error(exc.status, exc.message)
+    return Response(status_code=200)
 
 
 @router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
