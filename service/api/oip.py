@@ -1,8 +1,9 @@
 """Open Inference Protocol v2 routes (KServe v2 / Triton REST): every technique is a model.
 
-The protocol itself (parsing, the binary tensor data extension, encoding) is in ``service/oip.py``; the run
-goes through the same path as ``POST /techniques/{slug}/run`` (limits, run slots, time limit, module
-cache) by way of :func:`execute`. Errors on these routes have the protocol's shape ``{"error": "..."}``.
+The protocol itself (parsing, the binary tensor data extension, encoding) is in ``service/oip.py``; runs
+go through the same core as ``POST /techniques/{slug}/run`` (limits, cost budget, worker processes, time
+limit) by way of :func:`execute`, and model metadata comes from :func:`describe`. Errors on these routes
+have the protocol's shape ``{"error": "..."}``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from ..errors import ApiError
 router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 
 _ERROR = {"description": "Error", "content": {"application/json": {"example": {"error": "unknown model 'cbm'"}}}}
-_MODEL = "the technique's slug, e.g. `cbam`"
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -70,17 +70,17 @@ async def execute(request: Request, slug: str, inputs: dict[str, tuple[np.ndarra
     plan = [(name, *value) for name, value in inputs.items() if not isinstance(value, oip.Tensor)]
     seg, refs = svc.segment_for_plan([plan])
     by_name = {r.name: r for r in refs[0]}
-    for name, value in inputs.items():
-        if isinstance(value, oip.Tensor):
-            region = _region(request, value.shm.region)
-            end = value.shm.offset + value.shm.byte_size
-            if end > region["byte_size"]:
-                svc.segments.give(seg)
-                raise oip.OipError(400, f"input '{name}' runs past the end of region '{value.shm.region}' "
-                                        f"({end} > {region['byte_size']} bytes)")
-            by_name[name] = wire.TensorRef(name, oip.RUN_DTYPE[value.datatype], list(value.shape), region["key"],
-                                           region.get("offset", 0) + value.shm.offset, value.shm.byte_size)
     try:
+        for name, value in inputs.items():
+            if isinstance(value, oip.Tensor):
+                region = _region(request, value.shm.region)
+                end = value.shm.offset + value.shm.byte_size
+                if end > region["byte_size"]:
+                    raise oip.OipError(400, f"input '{name}' runs past the end of region '{value.shm.region}' "
+                                            f"({end} > {region['byte_size']} bytes)")
+                by_name[name] = wire.TensorRef(name, oip.RUN_DTYPE[value.datatype], list(value.shape),
+                                               region["key"], region.get("offset", 0) + value.shm.offset,
+                                               value.shm.byte_size)
         wire.check_total((math.prod(r.shape) for r in by_name.values()), svc.limits)
         result = await svc.run(slug, RunOptions(hyperparameters=hyperparameters, seed=seed, dtype=dtype,
                                                 return_attention=need_attention, allow_nonfinite=allow_nonfinite),
