@@ -23,7 +23,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory):
-    """Base URL of the app served by uvicorn in a child process; stopped at the end of the session."""
+    """Base URL of the app served by uvicorn in a child process; stopped at the end of the test run."""
     yield from _serve(tmp_path_factory.mktemp("live"), {})
 
 
