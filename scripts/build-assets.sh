@@ -2,7 +2,9 @@
 # Install the front-end assets of the HTML pages from the npm registry and copy what the browser needs
 # into service/web/static/, where the service serves it under /static. Nothing is loaded from a CDN.
 #
-#   scripts/build-assets.sh            # npm ci when web/package-lock.json exists, else npm install
+#   scripts/build-assets.sh              # npm ci when web/package-lock.json exists, else npm install
+#   scripts/build-assets.sh --if-changed # nothing to do when the lock file and this script are unchanged
+#                                        # since the last run (a stamp beside the copied assets)
 #
 # The pages work without these assets: formulas are then shown as their LaTeX source.
 set -euo pipefail
@@ -16,11 +18,18 @@ if ! command -v npm >/dev/null 2>&1; then
   exit 1
 fi
 
+stamp="$root/service/web/static/.assets-stamp"
+digest="$(cat "$web/package.json" "$web/package-lock.json" "${BASH_SOURCE[0]}" 2>/dev/null | sha256sum | cut -d' ' -f1)"
+if [[ "${1:-}" == "--if-changed" && -f "$dest/katex.min.js" && "$(cat "$stamp" 2>/dev/null)" == "$digest" ]]; then
+  exit 0
+fi
+
 cd "$web"
+echo "assets: installing KaTeX and Swagger UI from npm"
 if [[ -f package-lock.json ]]; then
-  npm ci --no-audit --no-fund
+  npm ci --no-audit --no-fund --loglevel=error
 else
-  npm install --no-audit --no-fund
+  npm install --no-audit --no-fund --loglevel=error
 fi
 
 dist="$web/node_modules/katex/dist"
@@ -47,3 +56,4 @@ if [[ -f "$swagger/swagger-ui-bundle.js" ]]; then
   cp "$swagger/LICENSE" "$sdest/LICENSE" 2>/dev/null || true
   echo "build-assets: Swagger UI copied to ${sdest#"$root"/}"
 fi
+echo "$digest" > "$stamp"

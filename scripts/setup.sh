@@ -1,17 +1,36 @@
 #!/usr/bin/env bash
-# Creates .venv with the service (and, with --test, what the tests need). Idempotent.
+# Creates .venv with the service (and, with --test, what the tests need). Idempotent: when pyproject.toml,
+# this script and the torch pin are unchanged since the last successful run, it does nothing (a stamp in
+# .venv records them). ATLAS_SETUP_FORCE=1 reinstalls anyway.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
 # torch is pinned to the CPU build; an unpinned torch would pull a multi-GB CUDA build.
 TORCH=${ATLAS_TORCH_SPEC:-torch==2.13.0}
-if [ "${1:-}" = "--test" ]; then
+mode=serve
+[ "${1:-}" = "--test" ] && mode=test
+digest() { { cat pyproject.toml scripts/setup.sh; echo "$TORCH"; } | sha256sum | cut -d' ' -f1; }
+want=$(digest)
+stamp() { cat ".venv/.setup-$1" 2>/dev/null || true; }
+if [ -z "${ATLAS_SETUP_FORCE:-}" ] && [ -x .venv/bin/attention-atlas ] \
+   && { [ "$(stamp "$mode")" = "$want" ] || { [ "$mode" = serve ] && [ "$(stamp test)" = "$want" ]; }; }; then
+  exit 0
+fi
+start=$SECONDS
+step() { echo "setup: $*"; }
+if [ ! -x .venv/bin/python ]; then
+  step "creating .venv with $("$PY" --version 2>&1)"
+  "$PY" -m venv .venv
+fi
+step "upgrading pip"
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+if [ "$mode" = test ]; then
+  step "installing $TORCH (CPU), the service and the test tools into .venv (a few minutes the first time)"
   .venv/bin/pip install -q "$TORCH" -e '.[test]'
   # timm is a test-only reference for conformance checks; its torchvision requirement has no wheel that
   # matches the CPU torch, and the attention layers compared against do not use it.
+  step "installing timm (without dependencies) and its test helpers"
   .venv/bin/pip install -q --no-deps 'timm>=1.0'
   .venv/bin/pip install -q pillow huggingface_hub
   # Public implementations used as test oracles (tests/mechanisms/test_peer_oracles.py), pinned and without their
@@ -21,5 +40,8 @@ if [ "${1:-}" = "--test" ]; then
     'vit-pytorch==1.26.14' 'performer-pytorch==1.1.4' 'fightingcv-attention==1.0.0' \
     'self-attention-cv==1.2.3'
 else
+  step "installing $TORCH (CPU) and the service into .venv (a few minutes the first time)"
   .venv/bin/pip install -q "$TORCH" -e .
 fi
+echo "$want" > ".venv/.setup-$mode"
+step "done in $((SECONDS - start)) s; the command is .venv/bin/attention-atlas (or: source .venv/bin/activate)"

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager, contextmanager
 from fastapi import Depends, FastAPI
 
 from . import __version__, errors
-from .api import admin, citations, costs, health, ops, readmodel, run, taxonomy, techniques, web
+from .api import admin, citations, costs, health, oip, ops, readmodel, run, taxonomy, techniques, web
 from .api.deps import forbid_unknown_query
 from .db import make_engine
 from .metrics import Metrics
@@ -101,7 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     readmodel.install(app)  # the catalogue snapshot; its 304 answers still pass the request middleware
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     errors.install(app)
-    for module in (techniques, taxonomy, run, citations, admin, health, ops, web, costs):
+    for module in (techniques, taxonomy, run, oip, citations, admin, health, ops, web, costs):
         app.include_router(module.router)
     web.mount_static(app)
     return app

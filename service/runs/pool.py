@@ -88,6 +88,9 @@ class WorkerPool:
         self._starting.add(w)
         self.stats["started"] += 1
         loop.add_reader(conn.fileno(), self._on_readable, w)
+        # uvloop (uvicorn's default loop when installed) makes a watched socket non-blocking; recv_bytes
+        # expects a blocking one and would fail on a reply that arrives in several pieces
+        os.set_blocking(conn.fileno(), True)
         return w
 
     def _on_readable(self, w: _Worker) -> None:
