@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager, contextmanager
 
 from fastapi import Depends, FastAPI
 
-from . import __version__, errors
+from . import __version__, errors, openapi
 from .api import admin, citations, costs, health, ops, readmodel, run, taxonomy, techniques, web
 from .api.deps import forbid_unknown_query
 from .db import make_engine
@@ -15,6 +15,7 @@ from .metrics import Metrics
 from .observability import RequestContextMiddleware
 from .runs.core import RunService
 from .settings import Settings
+from .web.security import SecurityHeadersMiddleware
 
 log = logging.getLogger("service")
 
@@ -99,8 +100,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.shm_regions = {}
     app.state.metrics = Metrics()
     readmodel.install(app)  # the catalogue snapshot; its 304 answers still pass the request middleware
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     errors.install(app)
+    openapi.install(app)
     for module in (techniques, taxonomy, run, citations, admin, health, ops, web, costs):
         app.include_router(module.router)
     web.mount_static(app)
