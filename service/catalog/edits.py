@@ -15,7 +15,10 @@ from ..settings import Settings
 
 # no leading or trailing whitespace (the record rules strip it, so it could only hide a short text) and no
 # NUL (PostgreSQL text cannot hold it); "" passes, minLength decides whether it may be empty
-TEXT_PATTERN = r"^(?![\s\S]*\s$)(?:[^\s\x00][^\x00]*)?$"
+# The whitespace class is spelled out (exactly the characters str.strip removes), so that the pattern means
+# the same in every regular-expression dialect (\s differs between Python and ECMA-262).
+_WS = r"\t-\r\x1c- \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+TEXT_PATTERN = rf"^(?![\s\S]*[{_WS}]$)(?:[^{_WS}\x00][^\x00]*)?$"
 TAG_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
 TAG_CHARS = Application.__table__.c.tag.type.length  # the database column's width
 

@@ -100,7 +100,7 @@ def fuzz(max_examples: int = CI_MAX_EXAMPLES, seed: int = SEED, max_time: int | 
                     server.kill()
         service_log = log_path.read_text(errors="replace")
     report = (proc.stdout or "") + (proc.stderr or "")
-    found = re.search(r"(\d+) generated(?:, (\d+) found (\d+) unique failures)?", report)
+    found = re.search(r"(\d+) generated(?:, (\d+) found (\d+) unique failures?)?", report)
     cases = int(found.group(1)) if found else None
     failures = int(found.group(3)) if found and found.group(3) else (0 if found else None)
     unhandled = [line for line in service_log.splitlines() if "unhandled error" in line or "Traceback" in line]

@@ -240,6 +240,7 @@ def test_api_docs_page_uses_local_swagger_assets_when_built(client):
     page = client.get("/docs")
     assert page.status_code == 200 and "/openapi.json" in page.text
     if not (_SWAGGER / "swagger-ui-bundle.js").exists():
-        pytest.skip("scripts/build-assets.sh has not installed Swagger UI; /docs falls back to the CDN")
+        assert "scripts/build-assets.sh" in page.text and "<script" not in page.text
+        pytest.skip("scripts/build-assets.sh has not installed Swagger UI; /docs says how to install it")
     assert "cdn." not in page.text and "/static/swagger/swagger-ui-bundle.js" in page.text
     assert client.get("/static/swagger/swagger-ui-bundle.js").status_code == 200
