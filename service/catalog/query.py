@@ -75,7 +75,7 @@ def _decode_cursor(cursor: str, sort: str) -> tuple[Any, str]:
         raise ApiError(400, "malformed cursor: pass back the next_cursor value of a previous page unchanged",
                        details={"parameter": "cursor"}) from None
     if c_sort != sort:
-        raise ApiError(400, f"this cursor belongs to sort={quote(c_sort, 20)}, not sort={sort}",
+        raise ApiError(400, f"this cursor belongs to sort={c_sort[:20]}, not sort={sort}",
                        details={"parameter": "cursor"})
     return key, slug
 

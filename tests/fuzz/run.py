@@ -20,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,40 +66,48 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> Non
     raise RuntimeError("the service did not become ready")
 
 
-def fuzz(max_examples: int = CI_MAX_EXAMPLES, seed: int = SEED, max_time: int | None = None, workers: int = 1,
-         extra: list[str] | None = None, echo: bool = False) -> Outcome:
+@contextmanager
+def serve(tmp: str) -> Iterator[tuple[str, dict[str, str], Path]]:
+    """The service on a free loopback port with a fresh SQLite database in ``tmp`` and the write key
+    :data:`KEY`; yields (base URL, its environment, its log file) and stops it afterwards."""
     from service.auth import hash_key
 
-    with tempfile.TemporaryDirectory(prefix="atlas-fuzz-") as tmp:
-        port = _free_port()
-        base = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "ATLAS_VAR_DIR": tmp, "ATLAS_DATABASE_URL": f"sqlite:///{tmp}/atlas.db",
-               "ATLAS_API_KEYS": f"fuzz:write:{hash_key(KEY)}", "PYTHONPATH": str(ROOT)}
-        log_path = Path(tmp) / "service.log"
-        with open(log_path, "wb") as log:
-            server = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "--factory", "service.main:create_app", "--host", "127.0.0.1",
-                 "--port", str(port), "--log-level", "warning"], cwd=ROOT, env=env, stdout=log, stderr=log)
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "ATLAS_VAR_DIR": tmp, "ATLAS_DATABASE_URL": f"sqlite:///{tmp}/atlas.db",
+           "ATLAS_API_KEYS": f"fuzz:write:{hash_key(KEY)}", "PYTHONPATH": str(ROOT)}
+    log_path = Path(tmp) / "service.log"
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "service.main:create_app", "--host", "127.0.0.1",
+             "--port", str(port), "--log-level", "warning"], cwd=ROOT, env=env, stdout=log, stderr=log)
+        try:
+            _wait_ready(base, server)
+            yield base, env, log_path
+        finally:
+            server.terminate()
             try:
-                _wait_ready(base, server)
-                cmd = [sys.executable, "-m", "schemathesis.cli", "run", f"{base}/openapi.json",
-                       "--checks", "all", "--mode", "all", "--seed", str(seed), "--workers", str(workers),
-                       "--max-examples", str(max_examples), "--header", f"Authorization: Bearer {KEY}",
-                       "--request-timeout", "120", "--no-color", *(["--max-time", str(max_time)] if max_time else []),
-                       *(extra or [])]
-                st_env = {**env, "SCHEMATHESIS_HOOKS": "tests.fuzz.hooks"}
-                if echo:
-                    proc = subprocess.run(cmd, cwd=ROOT, env=st_env, text=True, stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT)
-                    print(proc.stdout)
-                else:
-                    proc = subprocess.run(cmd, cwd=ROOT, env=st_env, text=True, capture_output=True)
-            finally:
-                server.terminate()
-                try:
-                    server.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    server.kill()
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+def fuzz(max_examples: int = CI_MAX_EXAMPLES, seed: int = SEED, max_time: int | None = None, workers: int = 1,
+         extra: list[str] | None = None, echo: bool = False) -> Outcome:
+    with tempfile.TemporaryDirectory(prefix="atlas-fuzz-") as tmp:
+        with serve(tmp) as (base, env, log_path):
+            cmd = [sys.executable, "-m", "schemathesis.cli", "run", f"{base}/openapi.json",
+                   "--checks", "all", "--mode", "all", "--seed", str(seed), "--workers", str(workers),
+                   "--max-examples", str(max_examples), "--header", f"Authorization: Bearer {KEY}",
+                   "--request-timeout", "120", "--no-color", *(["--max-time", str(max_time)] if max_time else []),
+                   *(extra or [])]
+            st_env = {**env, "SCHEMATHESIS_HOOKS": "tests.fuzz.hooks"}
+            if echo:
+                proc = subprocess.run(cmd, cwd=ROOT, env=st_env, text=True, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT)
+                print(proc.stdout)
+            else:
+                proc = subprocess.run(cmd, cwd=ROOT, env=st_env, text=True, capture_output=True)
         service_log = log_path.read_text(errors="replace")
     report = (proc.stdout or "") + (proc.stderr or "")
     found = re.search(r"(\d+) generated(?:, (\d+) found (\d+) unique failures?)?", report)

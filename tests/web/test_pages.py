@@ -192,7 +192,8 @@ def test_unknown_slug_is_an_html_404(web, slug):
     assert r.status_code == 404 and r.headers["content-type"] == HTML
     doc = parse(r.text)
     assert doc.find("h1").text() == "Not found"
-    assert slug in doc.find("p", cls="error").text()
+    message = doc.find("p", cls="error").text()
+    assert slug[:60] in message and len(message) < 200  # a long slug is quoted by its prefix
     if slug == "squeeze-excitation":
         assert "/t/squeeze-and-excitation" in {a.attrs["href"] for a in doc.find_all("a")}
 
