@@ -137,7 +137,7 @@ def install(app: FastAPI) -> None:
         msg = exc.detail if isinstance(exc.detail, str) else _CODES.get(exc.status_code, "error")
         headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 405:
-            allow = allowed_methods(req)
+            allow = allowed_methods(req) or ["GET", "HEAD"]  # no route: the static files, which only serve reads
             headers["Allow"] = ", ".join(allow)
             msg = f"{req.method} is not supported here; use {', '.join(allow)}"
             return error_response(405, msg, details={"allow": allow}, headers=headers)

@@ -93,7 +93,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine.dispose()
 
     app = FastAPI(title="Attention Atlas", version=__version__, description=DESCRIPTION, lifespan=lifespan,
-                  dependencies=[Depends(forbid_unknown_query)], docs_url=None)
+                  dependencies=[Depends(forbid_unknown_query)], docs_url=None,
+                  redoc_url=None)  # /docs is served by api/health.py; ReDoc would need a CDN
     app.state.settings = settings
     app.state.engine = make_engine(settings)
     app.state.runs = RunService(settings)

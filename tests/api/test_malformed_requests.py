@@ -190,6 +190,8 @@ def test_405_allow_lists_every_method_of_the_path(app_client):
         assert set(resp.headers["allow"].replace(" ", "").split(",")) == {"GET", "PATCH"}
         assert err["details"]["allow"] == ["GET", "PATCH"]
     assert _error(app_client.delete("/references"), 405)["details"]["allow"] == ["POST"]
+    static = app_client.post("/static/atlas.css")
+    assert _error(static, 405)["details"]["allow"] == ["GET", "HEAD"] and static.headers["allow"] == "GET, HEAD"
 
 
 # --- what the OpenAPI document says matches what the server does ----------------------------------------
