@@ -223,6 +223,12 @@ def _patch_problems(doc: dict[str, Any]) -> tuple[TechniqueFile | None, list[dic
         tf = TechniqueFile.model_validate(doc)
     except ValidationError as exc:
         problems += [{"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()]
+    return tf, problems + _formula_problems(doc)
+
+
+def _formula_problems(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rules no JSON Schema states: the formula's LaTeX parses, the legend's symbols are distinct."""
+    problems: list[dict[str, Any]] = []
     formula = doc.get("formula")
     latex = formula.get("latex") if isinstance(formula, dict) else None
     if isinstance(latex, str):
@@ -232,7 +238,7 @@ def _patch_problems(doc: dict[str, Any]) -> tuple[TechniqueFile | None, list[dic
         symbols = [i.get("symbol") for i in legend if isinstance(i, dict)]
         if len(set(symbols)) != len(symbols):
             problems.append({"field": "formula.legend", "problem": "a symbol is defined twice"})
-    return tf, problems
+    return problems
 
 
 def _public(session: Session, slug: str) -> tuple[Technique, bytes, str]:
@@ -298,6 +304,8 @@ async def patch_technique(request: Request, settings: SettingsDep, key: WriteKey
                                              for k in removed]})
     problems = edits.problems(patch, edits.patch_schema(settings))
     if problems:
+        if not any(p["field"].startswith("formula") for p in problems):
+            problems += _formula_problems(patch)  # every problem at once
         fields = ", ".join(dict.fromkeys(p["field"] for p in problems[:10]))
         raise ApiError(422, f"the patch breaks the rules for technique records ({fields}); nothing was written",
                        details={"problems": problems})
