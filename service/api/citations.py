@@ -31,11 +31,11 @@ EXPORT_BASENAME = "attention-atlas"
 # --- query parameters ----------------------------------------------------------------------------
 
 # the values each parameter takes, as the OpenAPI document lists them (the server also accepts them in any
-# letter case; an empty value means "not given")
-FORMAT_VALUES = [*negotiation.FORMATS, *negotiation.FORMAT_ALIASES]
-STYLE_VALUES = [*formatted.style_names(), *formatted.ALIASES]
-LOCALE_VALUES = sorted({*formatted.locale_names(), *(k for k, v in formatted.PRIMARY_DIALECTS.items()
-                                                       if v in formatted.locale_names())})
+# letter case); an empty value means "not given"
+FORMAT_VALUES = [*negotiation.FORMATS, *negotiation.FORMAT_ALIASES, ""]
+STYLE_VALUES = [*formatted.style_names(), *formatted.ALIASES, ""]
+LOCALE_VALUES = [*sorted({*formatted.locale_names(), *(k for k, v in formatted.PRIMARY_DIALECTS.items()
+                                                         if v in formatted.locale_names())}), ""]
 
 FormatQ = Annotated[str | None, Query(
     alias="format", description="output format, overriding the Accept header: " + ", ".join(

@@ -65,7 +65,8 @@ def _blank(value: str | None) -> str | None:
 def index_page(
     request: Request, session: SessionDep, settings: SettingsDep,
     q: Annotated[str | None, Query(max_length=200, description="full-text search (as on GET /techniques); "
-                                   "empty means no search", examples=["channel"])] = None,
+                                   "empty means no search; an expression the search cannot read is a 400",
+                                   examples=["channel"])] = None,
     category: Annotated[str | None, Query(max_length=64, description="category id; empty means any",
                                           examples=["soft"])] = None,
     subcategory: Annotated[str | None, Query(max_length=64, description="subcategory id; empty means any",
