@@ -101,13 +101,15 @@ def fuzz(max_examples: int = CI_MAX_EXAMPLES, seed: int = SEED, max_time: int | 
                    "--max-examples", str(max_examples), "--header", f"Authorization: Bearer {KEY}",
                    "--request-timeout", "120", "--no-color", *(["--max-time", str(max_time)] if max_time else []),
                    *(extra or [])]
+            # run from the scratch folder: Schemathesis keeps a case cache in its working directory, which
+            # would replay earlier failures first and make a run depend on the ones before it
             st_env = {**env, "SCHEMATHESIS_HOOKS": "tests.fuzz.hooks"}
             if echo:
-                proc = subprocess.run(cmd, cwd=ROOT, env=st_env, text=True, stdout=subprocess.PIPE,
+                proc = subprocess.run(cmd, cwd=tmp, env=st_env, text=True, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT)
                 print(proc.stdout)
             else:
-                proc = subprocess.run(cmd, cwd=ROOT, env=st_env, text=True, capture_output=True)
+                proc = subprocess.run(cmd, cwd=tmp, env=st_env, text=True, capture_output=True)
         service_log = log_path.read_text(errors="replace")
     report = (proc.stdout or "") + (proc.stderr or "")
     found = re.search(r"(\d+) generated(?:, (\d+) found (\d+) unique failures?)?", report)
