@@ -52,10 +52,13 @@ def complete(doc: dict[str, Any], settings: Settings) -> dict[str, Any]:
             if op.get("parameters") or op.get("requestBody"):
                 responses.setdefault("422", {"description": "A parameter or body of the wrong type or outside "
                                                             "its bounds"})
+            html = "text/html" in responses.get("200", {}).get("content", {})
             for status in ("400", "422"):
                 if status in responses:  # errors raised before the route runs are JSON, even on HTML pages
                     content = responses[status].setdefault("content", {})
                     content.setdefault("application/json", dict(ERROR_SCHEMA["content"]["application/json"]))
+                    if html and status == "400":  # a page's own refusals are pages
+                        content.setdefault("text/html", {"schema": {"type": "string"}})
             for param in op.get("parameters", []):
                 if param.get("name") == "limit" and param.get("in") == "query":
                     _bound_integer(param.setdefault("schema", {}), 1, settings.page_size_max)
