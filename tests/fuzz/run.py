@@ -75,7 +75,8 @@ def serve(tmp: str) -> Iterator[tuple[str, dict[str, str], Path]]:
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "ATLAS_VAR_DIR": tmp, "ATLAS_DATABASE_URL": f"sqlite:///{tmp}/atlas.db",
-           "ATLAS_API_KEYS": f"fuzz:write:{hash_key(KEY)}", "PYTHONPATH": str(ROOT)}
+           "ATLAS_API_KEYS": f"fuzz:write:{hash_key(KEY)}", "PYTHONPATH": str(ROOT),
+           "ATLAS_RUN_PRESTART": "true"}  # as `attention-atlas serve` does: workers start with the app
     log_path = Path(tmp) / "service.log"
     with open(log_path, "wb") as log:
         server = subprocess.Popen(
