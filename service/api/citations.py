@@ -244,7 +244,9 @@ def technique_citation(request: Request, session: SessionDep, slug: Annotated[st
 
 SlugsQ = Annotated[list[str], Query(
     alias="slug", description=f"technique slugs to export (repeat the parameter, at most {MAX_SLUGS}); "
-    "combined with the other filters", examples=["cbam"])]
+    "combined with the other filters", examples=["cbam"],
+    json_schema_extra={"maxItems": MAX_SLUGS, "items": {"type": "string", "maxLength": 96,
+                                                        "pattern": f"^{_SLUG_RE.pattern}$"}})]
 
 
 def _selected(session: Session, slugs: list[str]) -> list[Technique]:
