@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 
-from .errors import ApiError
+from .errors import ApiError, quote
 
 Role = Literal["write", "read"]
 ROLES: tuple[str, ...] = ("write", "read")
@@ -114,10 +114,13 @@ def authenticate(request: Request) -> ApiKey:
     if not header:
         raise ApiError(401, "this operation needs an API key: send 'Authorization: Bearer <key>'",
                        headers=_challenge(), details={"scheme": "Bearer"})
-    scheme, _, token = header.partition(" ")
+    scheme, _, token = header.strip().partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        raise ApiError(401, f"unsupported authorization scheme {scheme!r}: send 'Authorization: Bearer <key>'",
+    if scheme.lower() != "bearer":
+        raise ApiError(401, f"unsupported authorization scheme {quote(scheme, 20)}: send 'Authorization: Bearer <key>'",
+                       headers=_challenge("invalid_request"), details={"scheme": "Bearer"})
+    if not token:
+        raise ApiError(401, "the Bearer token is empty: send 'Authorization: Bearer <key>' with your API key",
                        headers=_challenge("invalid_request"), details={"scheme": "Bearer"})
     key = find_key(token, keys)
     if key is None:

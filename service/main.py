@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager, contextmanager
 
 from fastapi import Depends, FastAPI
 
-from . import __version__, errors
+from . import __version__, errors, openapi
 from .api import admin, citations, costs, health, oip, ops, readmodel, run, taxonomy, techniques, web
 from .api.deps import forbid_unknown_query
 from .db import make_engine
@@ -15,6 +15,7 @@ from .metrics import Metrics
 from .observability import RequestContextMiddleware
 from .runs.core import RunService
 from .settings import Settings
+from .web.security import SecurityHeadersMiddleware
 
 log = logging.getLogger("service")
 
@@ -92,15 +93,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine.dispose()
 
     app = FastAPI(title="Attention Atlas", version=__version__, description=DESCRIPTION, lifespan=lifespan,
-                  dependencies=[Depends(forbid_unknown_query)], docs_url=None)
+                  dependencies=[Depends(forbid_unknown_query)], docs_url=None,
+                  redoc_url=None)  # /docs is served by api/health.py; ReDoc would need a CDN
     app.state.settings = settings
     app.state.engine = make_engine(settings)
     app.state.runs = RunService(settings)
     app.state.shm_regions = {}
     app.state.metrics = Metrics()
     readmodel.install(app)  # the catalogue snapshot; its 304 answers still pass the request middleware
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     errors.install(app)
+    openapi.install(app)
     for module in (techniques, taxonomy, run, oip, citations, admin, health, ops, web, costs):
         app.include_router(module.router)
     web.mount_static(app)

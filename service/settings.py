@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     max_import_bytes: int = Field(default=4 << 20, description="BibTeX/RIS import body size")
     max_field_chars: int = Field(default=10_000, description="characters in one imported BibTeX/RIS field "
                                  "(abstracts included)")
+    max_name_chars: int = Field(default=200, ge=2, description="PATCH: a name, alias or legend symbol")
+    max_item_chars: int = Field(default=1000, ge=15, description="PATCH: one strength, limitation, legend meaning "
+                                                             "or complexity entry")
+    max_text_chars: int = Field(default=8000, ge=80, description="PATCH: summary, formula and notes")
+    max_list_items: int = Field(default=50, ge=2, description="PATCH: items of one list (aliases, strengths, ...)")
 
     # citations
     warm_citations: bool = Field(default=True, description="fill the citation cache (whole-library exports in "

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from email.utils import format_datetime
 from typing import Annotated, Any, Literal
@@ -20,15 +19,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 from starlette.concurrency import run_in_threadpool
 
+from .. import jsonbody
 from ..auth import WriteKey
-from ..catalog import query
+from ..catalog import edits, query
 from ..catalog.latex import check_math
 from ..catalog.loader import TechniqueFile
 from ..catalog.snapshot import dumps, etag_for
 from ..catalog.sync import refresh_search_index
 from ..catalog.version import bump
 from ..citations.importers import parse_bibtex_upload, parse_ris_upload, plan_import
-from ..errors import ERROR_SCHEMA, ApiError
+from ..errors import ERROR_SCHEMA, ApiError, quote
 from ..models import Application, Meta, Reference, Technique, TechniqueApplication, utcnow
 from .deps import SettingsDep, json_bytes, read_body
 from .techniques import SLUG
@@ -75,10 +75,15 @@ def _media_type(request: Request) -> str:
 
 def _text(body: bytes) -> str:
     try:
-        return body.decode("utf-8").lstrip("\ufeff")
+        text = body.decode("utf-8").lstrip("\ufeff")
     except UnicodeDecodeError as exc:
         raise ApiError(400, f"the body is not UTF-8 text (byte {exc.start}); save the file as UTF-8",
                        details={"offset": exc.start}) from None
+    if "\x00" in text:
+        offset = text.index("\x00")
+        raise ApiError(400, f"the body holds a NUL character (character {offset}); text files never do",
+                       details={"offset": offset})
+    return text
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -87,8 +92,9 @@ def _text(body: bytes) -> str:
 @router.post(
     "/references", summary="Import references from a BibTeX or RIS file",
     openapi_extra={"requestBody": {"required": True, "content": {
-        "application/x-bibtex": {"schema": {"type": "string"}, "example": _BIB_EXAMPLE},
-        "application/x-research-info-systems": {"schema": {"type": "string"}, "example": _RIS_EXAMPLE}}}},
+        "application/x-bibtex": {"schema": {"type": "string", "format": "bibtex"}, "example": _BIB_EXAMPLE},
+        "application/x-research-info-systems": {"schema": {"type": "string", "format": "ris"},
+                                                "example": _RIS_EXAMPLE}}}},
     responses={200: {"content": {"application/json": {"example": {
         "created": ["bahdanauNeuralMachineTranslation2015"], "updated": [],
         "unchanged": ["huSqueezeandExcitationNetworks2018"],
@@ -122,7 +128,7 @@ async def import_references(
     record finds it unchanged."""
     media = _media_type(request)
     if media not in BIBTEX_TYPES + RIS_TYPES:
-        raise ApiError(415, f"Content-Type {media or '(none)'!r} is not supported; send one of "
+        raise ApiError(415, f"Content-Type {quote(media or '(none)', 40)} is not supported; send one of "
                             f"{', '.join(BIBTEX_TYPES + RIS_TYPES)}",
                        details={"supported": list(BIBTEX_TYPES + RIS_TYPES)})
     text = _text(await read_body(request, settings.max_import_bytes))
@@ -217,6 +223,12 @@ def _patch_problems(doc: dict[str, Any]) -> tuple[TechniqueFile | None, list[dic
         tf = TechniqueFile.model_validate(doc)
     except ValidationError as exc:
         problems += [{"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()]
+    return tf, problems + _formula_problems(doc)
+
+
+def _formula_problems(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rules no JSON Schema states: the formula's LaTeX parses, the legend's symbols are distinct."""
+    problems: list[dict[str, Any]] = []
     formula = doc.get("formula")
     latex = formula.get("latex") if isinstance(formula, dict) else None
     if isinstance(latex, str):
@@ -226,7 +238,7 @@ def _patch_problems(doc: dict[str, Any]) -> tuple[TechniqueFile | None, list[dic
         symbols = [i.get("symbol") for i in legend if isinstance(i, dict)]
         if len(set(symbols)) != len(symbols):
             problems.append({"field": "formula.legend", "problem": "a symbol is defined twice"})
-    return tf, problems
+    return problems
 
 
 def _public(session: Session, slug: str) -> tuple[Technique, bytes, str]:
@@ -252,13 +264,14 @@ _PATCH_EXAMPLE = {"summary": "A rewritten summary of at least eighty characters 
 @router.patch(
     "/techniques/{slug}", summary="Edit a technique's text fields (JSON merge patch)",
     openapi_extra={"requestBody": {"required": True, "content": {
+        # the schema is filled in from the settings' text limits by service.openapi
         "application/merge-patch+json": {"schema": {"type": "object"}, "example": _PATCH_EXAMPLE},
         "application/json": {"schema": {"type": "object"}, "example": _PATCH_EXAMPLE}}}},
     responses={200: {"content": {"application/json": {"example": {
         "slug": "squeeze-and-excitation", "name": "Squeeze-and-Excitation",
         "applications": ["image-classification", "object-detection"], "updated_at": "2026-11-25T10:00:00"}}}},
-        **AUTH_ERRORS, 404: ERROR_SCHEMA, 412: ERROR_SCHEMA, 413: ERROR_SCHEMA, 415: ERROR_SCHEMA,
-        422: ERROR_SCHEMA})
+        **AUTH_ERRORS, 400: ERROR_SCHEMA, 404: ERROR_SCHEMA, 412: ERROR_SCHEMA, 413: ERROR_SCHEMA,
+        415: ERROR_SCHEMA, 422: ERROR_SCHEMA})
 async def patch_technique(request: Request, settings: SettingsDep, key: WriteKey,
                           slug: Annotated[str, SLUG]) -> Response:
     """Change any of `name`, `aliases`, `summary`, `strengths`, `limitations`, `applications`, `formula`
@@ -271,25 +284,31 @@ async def patch_technique(request: Request, settings: SettingsDep, key: WriteKey
     when someone else changed the technique in between. The response is the technique as GET returns it."""
     media = _media_type(request)
     if media not in PATCH_TYPES:
-        raise ApiError(415, f"Content-Type {media or '(none)'!r} is not supported; send {' or '.join(PATCH_TYPES)}",
+        raise ApiError(415, f"Content-Type {quote(media or '(none)', 40)} is not supported; send "
+                            f"{' or '.join(PATCH_TYPES)}",
                        details={"supported": list(PATCH_TYPES)})
     body = await read_body(request, settings.max_json_body_bytes)
-    try:
-        patch = json.loads(_text(body))
-    except json.JSONDecodeError as exc:
-        raise ApiError(400, f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    _text(body)  # a clear 400 for a body that is not UTF-8
+    patch = jsonbody.loads(body, what="the merge patch", allow_nonfinite=False)
     if not isinstance(patch, dict):
         raise ApiError(422, "a merge patch is a JSON object of the fields to change",
                        details={"allowed": list(EDITABLE)})
     unknown = sorted(set(patch) - set(EDITABLE))
     if unknown:
-        raise ApiError(422, f"field(s) {', '.join(unknown)} cannot be changed here; allowed: {', '.join(EDITABLE)}",
-                       details={"unknown": unknown, "allowed": list(EDITABLE)})
+        raise ApiError(422, f"field(s) {quote(', '.join(unknown))} cannot be changed here; allowed: "
+                            f"{', '.join(EDITABLE)}", details={"unknown": unknown, "allowed": list(EDITABLE)})
     removed = sorted(k for k, v in patch.items() if v is None and k not in OPTIONAL)
     if removed:
         raise ApiError(422, f"field(s) {', '.join(removed)} are required and cannot be removed (null)",
                        details={"problems": [{"field": k, "problem": "required; null would remove it"}
                                              for k in removed]})
+    problems = edits.problems(patch, edits.patch_schema(settings))
+    if problems:
+        if not any(p["field"].startswith("formula") for p in problems):
+            problems += _formula_problems(patch)  # every problem at once
+        fields = ", ".join(dict.fromkeys(p["field"] for p in problems[:10]))
+        raise ApiError(422, f"the patch breaks the rules for technique records ({fields}); nothing was written",
+                       details={"problems": problems})
     return await run_in_threadpool(_patch, request, slug, patch, key.name)
 
 

@@ -19,7 +19,7 @@ from ..catalog.version import catalogue_version
 from ..citations import bibtex, csl, formatted, markdown, negotiation, ris
 from ..citations.bibtex import Work
 from ..citations.library import KeyMap, Library, warm
-from ..errors import ERROR_SCHEMA, ApiError
+from ..errors import ERROR_SCHEMA, ApiError, quote
 from ..models import Reference, Technique
 from .deps import SessionDep, conditional
 from .techniques import SLUG, FiltersDep
@@ -30,17 +30,25 @@ EXPORT_BASENAME = "attention-atlas"
 
 # --- query parameters ----------------------------------------------------------------------------
 
+# the values each parameter takes, as the OpenAPI document lists them (the server also accepts them in any
+# letter case); an empty value means "not given"
+FORMAT_VALUES = [*negotiation.FORMATS, *negotiation.FORMAT_ALIASES, ""]
+STYLE_VALUES = [*formatted.style_names(), *formatted.ALIASES, ""]
+LOCALE_VALUES = [*sorted({*formatted.locale_names(), *(k for k, v in formatted.PRIMARY_DIALECTS.items()
+                                                         if v in formatted.locale_names())}), ""]
+
 FormatQ = Annotated[str | None, Query(
     alias="format", description="output format, overriding the Accept header: " + ", ".join(
-        f"`{f.name}` ({f.description})" for f in negotiation.FORMATS.values()), examples=["bibtex"])]
+        f"`{f.name}` ({f.description})" for f in negotiation.FORMATS.values()), examples=["bibtex"],
+    json_schema_extra={"enum": FORMAT_VALUES})]
 StyleQ = Annotated[str | None, Query(
     max_length=64, description="citation style for formatted references (text, html): "
     + ", ".join(formatted.STYLES) + "; default apa. Overrides a style parameter in Accept.",
-    examples=["ieee"])]
+    examples=["ieee"], json_schema_extra={"enum": STYLE_VALUES})]
 LocaleQ = Annotated[str | None, Query(
     max_length=16, description="locale for formatted references (terms, quotes, dates), e.g. en-US, en-GB, "
-    "de-DE, fr-FR; default: the style's own locale, else en-US. Overrides a locale parameter in Accept.",
-    examples=["en-GB"])]
+    "de-DE, fr-FR, or a bare language (de); default: the style's own locale, else en-US. Overrides a locale "
+    "parameter in Accept.", examples=["en-GB"], json_schema_extra={"enum": LOCALE_VALUES})]
 UnicodeQ = Annotated[bool, Query(description="BibTeX/BibLaTeX: write UTF-8 letters instead of LaTeX accent "
                                              "commands (protective braces are kept either way)")]
 
@@ -142,20 +150,20 @@ def _choose(request: Request, fmt: str | None, style: str | None, locale: str | 
     try:
         choice = negotiation.negotiate(accept, fmt)
     except KeyError:
-        raise ApiError(400, f"unknown format '{fmt}'; use one of {', '.join(negotiation.FORMATS)}",
+        raise ApiError(400, f"unknown format {quote(fmt, 30)}; use one of {', '.join(negotiation.FORMATS)}",
                        details={"parameter": "format", "allowed": list(negotiation.FORMATS),
                                 "aliases": negotiation.FORMAT_ALIASES}) from None
     except negotiation.NotAcceptable:
-        raise ApiError(406, f"none of the media types in Accept '{accept}' can be produced; send one of "
+        raise ApiError(406, f"none of the media types in Accept {quote(accept)} can be produced; send one of "
                             f"{', '.join(list(negotiation.MEDIA_TYPES)[:6])} or use the format parameter",
                        details=negotiation.supported()) from None
 
     def bad(kind: str, value: str, allowed: list[str], from_accept: bool) -> ApiError:
         if from_accept:
-            return ApiError(406, f"the {kind} '{value}' asked for in Accept is not available; use one of "
+            return ApiError(406, f"the {kind} {quote(value, 30)} asked for in Accept is not available; use one of "
                                  f"{', '.join(allowed[:12])}{' ...' if len(allowed) > 12 else ''}",
                             details={**negotiation.supported(), f"{kind}s": allowed})
-        return ApiError(400, f"unknown {kind} '{value}'; use one of {', '.join(allowed[:12])}"
+        return ApiError(400, f"unknown {kind} {quote(value, 30)}; use one of {', '.join(allowed[:12])}"
                              f"{' ...' if len(allowed) > 12 else ''}",
                         details={"parameter": kind, "allowed": allowed})
 
@@ -236,7 +244,9 @@ def technique_citation(request: Request, session: SessionDep, slug: Annotated[st
 
 SlugsQ = Annotated[list[str], Query(
     alias="slug", description=f"technique slugs to export (repeat the parameter, at most {MAX_SLUGS}); "
-    "combined with the other filters", examples=["cbam"])]
+    "combined with the other filters", examples=["cbam"],
+    json_schema_extra={"maxItems": MAX_SLUGS, "items": {"type": "string", "maxLength": 96,
+                                                        "pattern": f"^{_SLUG_RE.pattern}$"}})]
 
 
 def _selected(session: Session, slugs: list[str]) -> list[Technique]:

@@ -48,6 +48,13 @@ def _profile(session, settings, name: str | None) -> CostProfile:
     return prof
 
 
+def _slug_list(low: int, high: int) -> dict:
+    """The list as the OpenAPI document states it: distinct slugs, one per repetition of the parameter
+    (the server also reads comma-separated ones)."""
+    return {"minItems": low, "maxItems": high, "uniqueItems": True,
+            "items": {"type": "string", "maxLength": 96, "pattern": _SLUG_RE.pattern}}
+
+
 def parse_slugs(values: list[str]) -> list[str]:
     """Comma-separated and/or repeated slugs, in order, without repeats; malformed ones are refused."""
     out: list[str] = []
@@ -68,7 +75,7 @@ def known_techniques(session, slugs: list[str]) -> dict[str, Technique]:
     found = {t.slug: t for t in session.execute(select(Technique).where(Technique.slug.in_(slugs))).scalars()}
     unknown = [s for s in slugs if s not in found]
     if unknown:
-        raise ApiError(400, f"unknown technique(s): {', '.join(unknown)}",
+        raise ApiError(404, f"unknown technique(s): {', '.join(unknown)}",
                        details={"parameter": "slugs", "unknown": unknown, "list": "/techniques"})
     return found
 
@@ -115,7 +122,8 @@ def technique_cost(request: Request, session: SessionDep, settings: SettingsDep,
 def compare_costs(request: Request, session: SessionDep, settings: SettingsDep,
                   slugs: Annotated[list[str], Query(description=f"technique slugs, comma-separated or "
                                                     f"repeated (1 to {MAX_SLUGS})",
-                                                    examples=["squeeze-and-excitation,cbam"])],
+                                                    examples=["squeeze-and-excitation,cbam"],
+                                                    json_schema_extra=_slug_list(1, MAX_SLUGS))],
                   axis: Annotated[Literal["positions", "channels", "batch"], Query(
                       description="the growing input size")] = "positions",
                   profile: ProfileQuery = None) -> Response:
@@ -143,13 +151,17 @@ def _error_page(request: Request, status: int, message: str) -> Response:
 @router.get("/compare", summary="Compare 2 to 6 techniques side by side (HTML page)", tags=["pages"],
             response_class=HTMLResponse,
             responses={200: {"content": {"text/html": {"example": "<!doctype html><html lang=\"en\">...</html>"}}},
-                       400: {"description": "too few, too many or unknown techniques, as an HTML page"}})
+                       400: {"description": "too few or too many techniques, as an HTML page"},
+                       404: {"description": "an unknown technique or profile, as an HTML page",
+                             "content": {"text/html": {"schema": {"type": "string"}}}}})
 def compare(request: Request, session: SessionDep, settings: SettingsDep,
             slugs: Annotated[list[str], Query(description=f"{COMPARE_MIN} to {COMPARE_MAX} technique slugs, "
                                               "comma-separated or repeated",
-                                              examples=["squeeze-and-excitation,cbam"])] = [],  # noqa: B006
+                                              examples=["squeeze-and-excitation,cbam"],
+                                              json_schema_extra=_slug_list(0, COMPARE_MAX))] = [],  # noqa: B006
             slug: Annotated[list[str], Query(description="one technique slug; repeatable (as the index's "
-                                             "selection sends them), combined with slugs")] = [],  # noqa: B006
+                                             "selection sends them), combined with slugs",
+                                             json_schema_extra=_slug_list(0, COMPARE_MAX))] = [],  # noqa: B006
             profile: ProfileQuery = None) -> Response:
     """Formulas, strengths and limitations, year and original paper of each technique, and their
     measured cost curves on shared axes. Readable without JavaScript."""

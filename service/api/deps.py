@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request, Response
 from sqlmodel import Session
 
-from ..errors import ApiError
+from ..errors import ApiError, quote
 from ..settings import Settings
 
 
@@ -50,7 +50,7 @@ async def forbid_unknown_query(request: Request) -> None:
         _ALLOWED_CACHE[id(route)] = allowed
     unknown = sorted(set(request.query_params) - allowed)
     if unknown:
-        raise ApiError(400, f"unknown query parameter(s): {', '.join(unknown)}",
+        raise ApiError(400, f"unknown query parameter(s): {quote(', '.join(unknown))}",
                        details={"unknown": unknown, "allowed": sorted(allowed)})
 
 
@@ -93,8 +93,9 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared is not None:
         if not declared.strip().isdigit():
             raise ApiError(400, "Content-Length is not a number")
-        if int(declared) > limit:
-            raise ApiError(413, f"the body is {declared} bytes; the limit is {limit}", details={"limit": limit})
+        if len(declared.strip()) > 20 or int(declared) > limit:
+            raise ApiError(413, f"the body is {quote(declared.strip(), 20)} bytes; the limit is {limit}",
+                           details={"limit": limit})
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import text
 
 from .. import __version__
@@ -43,16 +44,41 @@ def readyz(request: Request):
 
 _SWAGGER = Path(__file__).resolve().parent.parent / "web" / "static" / "swagger"
 
+_DOCS_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>Attention Atlas API</title>
+<link rel="stylesheet" href="{root}/static/swagger/swagger-ui.css">
+<link rel="icon" type="image/png" href="{root}/static/swagger/favicon-32x32.png">
+</head>
+<body>
+<div id="swagger-ui" data-openapi-url="{openapi}"></div>
+<script src="{root}/static/swagger/swagger-ui-bundle.js"></script>
+<script src="{root}/static/swagger-init.js"></script>
+</body>
+</html>
+"""
+
+_NO_DOCS_PAGE = """<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Attention Atlas API</title></head>
+<body>
+<h1>Attention Atlas API</h1>
+<p>The interactive documentation needs Swagger UI, which <code>scripts/build-assets.sh</code> installs
+(this service loads nothing from other sites). The OpenAPI document itself is at
+<a href="{openapi}">{openapi}</a>.</p>
+</body>
+</html>
+"""
+
 
 @router.get("/docs", include_in_schema=False)
-def docs(request: Request):
-    """Swagger UI from this server's own static files when scripts/build-assets.sh installed them;
-    otherwise FastAPI's default, which loads Swagger UI from a CDN."""
-    from fastapi.openapi.docs import get_swagger_ui_html
-
+def docs(request: Request) -> HTMLResponse:
+    """Swagger UI from this server's own static files (scripts/build-assets.sh installs them); its start-up
+    script is a static file too, so the page runs under the Content-Security-Policy of every page."""
+    root = request.scope.get("root_path", "").rstrip("/")
+    openapi = html.escape(root + (request.app.openapi_url or "/openapi.json"))
     if (_SWAGGER / "swagger-ui-bundle.js").exists():
-        return get_swagger_ui_html(openapi_url=request.app.openapi_url, title="Attention Atlas API",
-                                   swagger_js_url="/static/swagger/swagger-ui-bundle.js",
-                                   swagger_css_url="/static/swagger/swagger-ui.css",
-                                   swagger_favicon_url="/static/swagger/favicon-32x32.png")
-    return get_swagger_ui_html(openapi_url=request.app.openapi_url, title="Attention Atlas API")
+        return HTMLResponse(_DOCS_PAGE.format(root=html.escape(root), openapi=openapi))
+    return HTMLResponse(_NO_DOCS_PAGE.format(openapi=openapi))

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import re
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from ..catalog import query
 from ..catalog.snapshot import derived_etag, dumps, select_page
-from ..errors import ERROR_SCHEMA, ApiError
+from ..errors import ERROR_SCHEMA, ApiError, quote
 from . import readmodel
 from .deps import SettingsDep
 
@@ -37,14 +38,25 @@ _PROVENANCE_EXAMPLE = {
 }
 
 
+_FIELD = "(?:" + "|".join(query.FIELDS) + ")"
+FIELDS_PATTERN = f"^(?:{_FIELD}(?:,{_FIELD})*)?$"  # what the OpenAPI document promises, checked as such
+_FIELDS_RE = re.compile(FIELDS_PATTERN)
+
+
+def fields_query(example: str) -> Any:
+    return Query(description="comma-separated names of the fields to return (no spaces): "
+                 + ", ".join(query.FIELDS), examples=[example], json_schema_extra={"pattern": FIELDS_PATTERN})
+
+
 def _fields(fields: str | None) -> list[str] | None:
     if not fields:
         return None
-    wanted = [f.strip() for f in fields.split(",") if f.strip()]
-    unknown = [f for f in wanted if f not in query.FIELDS]
-    if unknown:
-        raise ApiError(400, f"unknown field(s) {unknown}", details={"parameter": "fields", "allowed": list(query.FIELDS)})
-    return list(dict.fromkeys(wanted))
+    if not _FIELDS_RE.fullmatch(fields):
+        unknown = [f for f in fields.split(",") if f not in query.FIELDS]
+        raise ApiError(400, f"unknown field(s) {quote(','.join(unknown))}; fields is a comma-separated list of "
+                            "field names without spaces",
+                       details={"parameter": "fields", "allowed": list(query.FIELDS)})
+    return list(dict.fromkeys(fields.split(",")))
 
 
 async def filters_dep(
@@ -54,20 +66,23 @@ async def filters_dep(
     application: Annotated[list[str], Query(description="application tag; repeat to require several",
                                             examples=["semantic-segmentation"])] = [],  # noqa: B006
     year_min: Annotated[int | None, Query(ge=1900, le=2100, description="earliest year", examples=[2018])] = None,
-    year_max: Annotated[int | None, Query(ge=1900, le=2100, description="latest year", examples=[2021])] = None,
+    year_max: Annotated[int | None, Query(ge=1900, le=2100, description="latest year (before year_min: nothing "
+                                          "matches)", examples=[2021])] = None,
     has_implementation: Annotated[bool | None, Query(description="only techniques with (true) or without (false) "
                                                      "a runnable implementation")] = None,
     q: Annotated[str | None, Query(min_length=1, max_length=200, description=(
         "full-text search over name, aliases, summary, strengths, limitations and applications; words, "
-        "\"phrases\", OR, NOT and prefix* terms"), examples=["channel gate"])] = None,
+        "\"phrases\", OR, NOT and prefix* terms; an expression the search cannot read (q=*) is a 400"),
+        examples=["channel gate"])] = None,
 ) -> query.Filters:
-    if year_min is not None and year_max is not None and year_min > year_max:
-        raise ApiError(400, f"year_min={year_min} is after year_max={year_max}", details={"parameter": "year_min"})
+    # year_min > year_max is an empty range: it matches nothing (a 200 with no items), as any SQL range would
     return query.Filters(category=category, subcategory=subcategory, applications=application, year_min=year_min,
                          year_max=year_max, has_implementation=has_implementation, q=q)
 
 
 FiltersDep = Annotated[query.Filters, Depends(filters_dep)]
+CURSOR = Query(max_length=500, description="next_cursor of the previous page, passed back unchanged (an opaque "
+               "token: other values are refused with 400)", json_schema_extra={"pattern": query.CURSOR_PATTERN})
 
 
 @router.get("/techniques", summary="List, filter and search techniques",
@@ -76,12 +91,12 @@ FiltersDep = Annotated[query.Filters, Depends(filters_dep)]
 async def list_techniques(
     request: Request, settings: SettingsDep, flt: FiltersDep,
     sort: Annotated[Literal["name", "-name", "year", "-year", "slug", "relevance"] | None, Query(
-        description="order; default: relevance with q, else name. Ties are broken by slug, so paging is stable")] = None,
+        description="order; default: relevance with q, else name. Ties are broken by slug, so paging is stable "
+                    "(relevance without q is therefore slug order)")] = None,
     limit: Annotated[int | None, Query(ge=1, description="page size (at most the configured maximum, default 100)",
                                        examples=[20])] = None,
-    cursor: Annotated[str | None, Query(max_length=500, description="next_cursor of the previous page")] = None,
-    fields: Annotated[str | None, Query(description="comma-separated fields to return",
-                                        examples=["slug,name,year"])] = None,
+    cursor: Annotated[str | None, CURSOR] = None,
+    fields: Annotated[str | None, fields_query("slug,name,year")] = None,
 ) -> Response:
     """Techniques matching every given filter, one page at a time.
 
@@ -94,7 +109,7 @@ async def list_techniques(
     sort = sort or ("relevance" if flt.q else "name")
     selected = _fields(fields)
     if sort == "relevance" and not flt.q:
-        raise ApiError(400, "sort=relevance needs a search query q", details={"parameter": "sort"})
+        sort = "slug"  # without a search every technique is equally relevant: the tie-break order (slug) remains
     snap = readmodel.snapshot(request)
     etag = readmodel.list_etag(request.app.state, snap, request.scope["path"], request.scope["query_string"])
 
@@ -120,10 +135,9 @@ async def list_techniques(
                 "slug": "squeeze-and-excitation", "name": "Squeeze-and-Excitation", "year": 2018,
                 "formula": {"latex": "s = \\sigma(W_2 \\delta(W_1 z))", "legend": []},
                 "provenance": _PROVENANCE_EXAMPLE, "identification": None}}}},
-                       404: ERROR_SCHEMA})
+                       400: ERROR_SCHEMA, 404: ERROR_SCHEMA, 422: ERROR_SCHEMA})
 async def get_technique(request: Request, slug: Annotated[str, SLUG],
-                        fields: Annotated[str | None, Query(description="comma-separated fields to return",
-                                                            examples=["name,formula,citation"])] = None) -> Response:
+                        fields: Annotated[str | None, fields_query("name,formula,citation")] = None) -> Response:
     """Everything the catalogue knows about one technique. Unknown slugs get 404 with close matches.
 
     `provenance` says, for every field of the cited reference (`title`, `author`, `booktitle`, `pages`, ...),

@@ -60,12 +60,13 @@ def _blank(value: str | None) -> str | None:
 @router.get("/", summary="Index page: techniques by the survey's taxonomy, with search and filters",
             response_class=HTMLResponse,
             responses={200: {"content": {"text/html": {"example": _INDEX_EXAMPLE}}},
-                       400: {"description": "an invalid search, page size or cursor, as an HTML page",
+                       400: {"description": "an invalid search expression or cursor, as an HTML page",
                              "content": {"text/html": {"example": _NOT_FOUND_EXAMPLE}}}})
 def index_page(
     request: Request, session: SessionDep, settings: SettingsDep,
     q: Annotated[str | None, Query(max_length=200, description="full-text search (as on GET /techniques); "
-                                   "empty means no search", examples=["channel"])] = None,
+                                   "empty means no search; an expression the search cannot read is a 400",
+                                   examples=["channel"])] = None,
     category: Annotated[str | None, Query(max_length=64, description="category id; empty means any",
                                           examples=["soft"])] = None,
     subcategory: Annotated[str | None, Query(max_length=64, description="subcategory id; empty means any",
@@ -74,7 +75,9 @@ def index_page(
                                             examples=["semantic-segmentation"])] = [],  # noqa: B006
     limit: Annotated[int | None, Query(description="techniques per page (at most the configured maximum)",
                                        examples=[50])] = None,
-    cursor: Annotated[str | None, Query(max_length=500, description="the next-page link's cursor")] = None,
+    cursor: Annotated[str | None, Query(max_length=500, description="the next-page link's cursor (opaque; other "
+                                        "values are refused with 400)",
+                                        json_schema_extra={"pattern": query.CURSOR_PATTERN})] = None,
 ) -> Response:
     """The catalogue as a page: techniques grouped by category and subcategory, each with its paper and a
     COinS span (Zotero offers a multiple-item save). Readable without JavaScript."""

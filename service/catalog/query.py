@@ -16,7 +16,7 @@ from sqlalchemy import Float, String, and_, cast, exists, func, literal_column, 
 from sqlalchemy.exc import DatabaseError
 from sqlmodel import Session
 
-from ..errors import ApiError
+from ..errors import ApiError, quote
 from ..models import Category, Meta, Reference, Technique, TechniqueApplication, TechniqueRelated
 from .provenance import field_provenance
 
@@ -51,17 +51,31 @@ def _encode_cursor(sort: str, key: Any, slug: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]*$"  # unpadded base64url (empty: the first page); the OpenAPI document states it
+
+
+def _key_fits(sort: str, key: Any) -> bool:
+    """The key a cursor carries has the type of the sort column (a forged cursor cannot reach SQL)."""
+    if sort in ("year", "-year"):
+        return isinstance(key, int) and not isinstance(key, bool) and abs(key) < 1 << 31
+    if sort == "relevance":
+        return isinstance(key, (int, float)) and not isinstance(key, bool) and key == key and abs(key) < 1e300
+    return isinstance(key, str) and len(key) <= 500
+
+
 def _decode_cursor(cursor: str, sort: str) -> tuple[Any, str]:
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
         c_sort, key, slug = json.loads(raw)
-        if not isinstance(slug, str):
+        if not isinstance(slug, str) or not isinstance(c_sort, str) or len(slug) > 200:
+            raise ValueError
+        if c_sort == sort and not _key_fits(sort, key):
             raise ValueError
     except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
         raise ApiError(400, "malformed cursor: pass back the next_cursor value of a previous page unchanged",
                        details={"parameter": "cursor"}) from None
     if c_sort != sort:
-        raise ApiError(400, f"this cursor belongs to sort={c_sort}, not sort={sort}",
+        raise ApiError(400, f"this cursor belongs to sort={c_sort[:20]}, not sort={sort}",
                        details={"parameter": "cursor"})
     return key, slug
 
@@ -107,11 +121,16 @@ def _fts_rank(session: Session, q: str):
             .where(weighted.op("@@")(query)).subquery("fts"))
 
 
+_SEARCH_ERRORS = ("fts5", "syntax", "unknown special query", "unterminated", "expected integer", "no such column",
+                  "tsquery")
+
+
 def search_syntax_error(q: str, exc: DatabaseError) -> ApiError | None:
-    """The 400 for a search the engine refused as syntax; None when the failure is something else."""
-    reason = str(exc.orig).lower()
-    if any(w in reason for w in ("fts5", "syntax", "tsquery", "no such column", "unterminated", "special query")):
-        return ApiError(400, f"the search query q={q!r} is not valid search syntax: use words, "
+    """The 400 for a search the engine refused as syntax (the client's mistake); None when the failure
+    is something else."""
+    reason = str(getattr(exc, "orig", exc)).lower()
+    if any(w in reason for w in _SEARCH_ERRORS):
+        return ApiError(400, f"the search query q={quote(q)} is not valid search syntax: use words, "
                              "\"quoted phrases\", OR, NOT, and prefix* terms",
                         details={"parameter": "q", "reason": str(exc.orig)[:200]})
     return None
@@ -201,7 +220,7 @@ def get_technique(session: Session, slug: str) -> Technique:
         slugs = list(session.execute(select(Technique.slug)).scalars())
         close = difflib.get_close_matches(slug, slugs, n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ApiError(404, f"no technique with slug '{slug}'{hint}",
+        raise ApiError(404, f"no technique with slug {quote(slug)}{hint}",
                        details={"did_you_mean": close, "list": "/techniques"})
     return t
 

@@ -52,7 +52,7 @@ def test_compare_costs_on_one_axis(client):
 
 
 @pytest.mark.parametrize("query, status, fragment", [
-    ("/costs?slugs=non-local,no-such-thing", 400, "no-such-thing"),
+    ("/costs?slugs=non-local,no-such-thing", 404, "no-such-thing"),
     ("/costs?slugs=Non_Local", 400, "not a technique slug"),
     ("/costs?slugs=" + ",".join(f"t{i}" for i in range(13)), 400, "1 to 12"),
     ("/costs?slugs=,", 400, "1 to 12"),
