@@ -9,10 +9,11 @@ have the protocol's shape ``{"error": "..."}``.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Request, Response
+from fastapi import Path as FastPath
 
 from .. import __version__, oip
 from ..errors import ApiError
@@ -108,6 +109,11 @@ _NUMPY = {"float32": np.dtype("<f4"), "float64": np.dtype("<f8"), "float16": np.
 
 # ------------------------------------------------------------------------------------------ routes
 
+ModelName = Annotated[str, FastPath(description="a technique's slug", examples=["cbam"], max_length=96)]
+RegionName = Annotated[str, FastPath(description="a registered region's name", examples=["input0"], max_length=128)]
+ModelVersion = Annotated[str, FastPath(description="the only version is 1", examples=["1"], max_length=16)]
+
+
 @router.get("", summary="Server metadata", responses={200: {"content": {"application/json": {"example": {
     "name": "attention-atlas", "version": __version__, "extensions": ["binary_tensor_data"]}}}}})
 def server_metadata(request: Request) -> Response:
@@ -118,12 +124,14 @@ def server_metadata(request: Request) -> Response:
     return _json({"name": "attention-atlas", "version": __version__, "extensions": extensions})
 
 
-@router.get("/health/live", summary="Server liveness", responses={200: {"description": "live"}})
+@router.get("/health/live", summary="Server liveness", response_class=Response,
+            responses={200: {"description": "live"}})
 def live() -> Response:
     return Response(status_code=200)
 
 
-@router.get("/health/ready", summary="Server readiness", responses={200: {"description": "ready"}, 503: _ERROR})
+@router.get("/health/ready", summary="Server readiness", response_class=Response,
+            responses={200: {"description": "ready"}, 503: _ERROR})
 def ready(request: Request) -> Response:
     """Ready when the process can run models (the catalogue database is not needed for inference)."""
     from ..mechanisms import registry
@@ -157,7 +165,7 @@ async def _ready(request: Request, model_name: str, model_version: str | None) -
 
 @router.get("/models/{model_name}", summary="Model metadata",
             responses={200: {"content": {"application/json": {"example": _META_EXAMPLE}}}, 404: _ERROR})
-async def model(request: Request, model_name: str) -> Response:
+async def model(request: Request, model_name: ModelName) -> Response:
     """Inputs and outputs of a technique (the model name is its slug) with OIP names, datatypes and shapes
     (-1: any size). Outputs after `output` are attention maps. FP64 and BF16 inputs are accepted as well
     as FP32; the outputs follow them (or the `dtype` parameter)."""
@@ -166,18 +174,18 @@ async def model(request: Request, model_name: str) -> Response:
 
 @router.get("/models/{model_name}/versions/{model_version}", summary="Model metadata (version 1)",
             responses={200: {"content": {"application/json": {"example": _META_EXAMPLE}}}, 404: _ERROR})
-async def model_version(request: Request, model_name: str, model_version: str) -> Response:
+async def model_version(request: Request, model_name: ModelName, model_version: ModelVersion) -> Response:
     return await _metadata(request, model_name, model_version)
 
 
-@router.get("/models/{model_name}/ready", summary="Model readiness", responses={200: {}, 404: _ERROR})
-async def model_ready(request: Request, model_name: str) -> Response:
+@router.get("/models/{model_name}/ready", summary="Model readiness", response_class=Response, responses={200: {}, 404: _ERROR})
+async def model_ready(request: Request, model_name: ModelName) -> Response:
     return await _ready(request, model_name, None)
 
 
 @router.get("/models/{model_name}/versions/{model_version}/ready", summary="Model readiness (version 1)",
-            responses={200: {}, 404: _ERROR})
-async def model_version_ready(request: Request, model_name: str, model_version: str) -> Response:
+            response_class=Response, responses={200: {}, 404: _ERROR})
+async def model_version_ready(request: Request, model_name: ModelName, model_version: ModelVersion) -> Response:
     return await _ready(request, model_name, model_version)
 
 
@@ -199,7 +207,7 @@ _INFER_ANSWER = {"model_name": "squeeze-and-excitation", "model_version": "1", "
              responses={200: {"content": {"application/json": {"example": _INFER_ANSWER},
                                           "application/octet-stream": {}}},
                         400: _ERROR, 404: _ERROR, 413: _ERROR, 422: _ERROR, 503: _ERROR, 504: _ERROR})
-async def infer(request: Request, model_name: str) -> Response:
+async def infer(request: Request, model_name: ModelName) -> Response:
     """Inputs as OIP tensors (`name`, `shape`, `datatype`, `data` flat or nested row-major), or binary:
     a JSON header of `Inference-Header-Content-Length` bytes followed by the raw little-endian tensors of
     the inputs that declare `parameters.binary_data_size`, in order.
@@ -214,7 +222,7 @@ async def infer(request: Request, model_name: str) -> Response:
 
 @router.post("/models/{model_name}/versions/{model_version}/infer", summary="Run a technique (version 1)",
              responses={200: {}, 400: _ERROR, 404: _ERROR, 413: _ERROR, 422: _ERROR, 503: _ERROR, 504: _ERROR})
-async def infer_version(request: Request, model_name: str, model_version: str) -> Response:
+async def infer_version(request: Request, model_name: ModelName, model_version: ModelVersion) -> Response:
     return await _infer(request, model_name, model_version)
 
 
@@ -320,7 +328,7 @@ def shm_status(request: Request) -> Response:
 
 @router.get("/systemsharedmemory/region/{region_name}/status", summary="One system shared-memory region",
             responses={200: {}, 400: _ERROR, 403: _ERROR})
-def shm_region_status(request: Request, region_name: str) -> Response:
+def shm_region_status(request: Request, region_name: RegionName) -> Response:
     try:
         return _status([_region(request, region_name)])
     except oip.OipError as exc:
@@ -331,7 +339,7 @@ def shm_region_status(request: Request, region_name: str) -> Response:
              openapi_extra={"requestBody": {"content": {"application/json": {"example": {
                  "key": "/my_inputs", "offset": 0, "byte_size": 4096}}}}},
              responses={200: {}, 400: _ERROR, 403: _ERROR, 409: _ERROR})
-async def shm_register(request: Request, region_name: str) -> Response:
+async def shm_register(request: Request, region_name: RegionName) -> Response:
     """`key` is the name the client gave shm_open; the object must exist in the server's shm directory."""
     from ..runs import shm
 
@@ -367,7 +375,7 @@ async def shm_register(request: Request, region_name: str) -> Response:
 
 
 @router.post("/systemsharedmemory/unregister", summary="Unregister every system shared-memory region",
-             responses={200: {}, 403: _ERROR})
+             response_class=Response, responses={200: {"description": "unregistered"}, 403: _ERROR})
 def shm_unregister_all(request: Request) -> Response:
     try:
         _regions(request).clear()
@@ -378,7 +386,7 @@ def shm_unregister_all(request: Request) -> Response:
 
 @router.post("/systemsharedmemory/region/{region_name}/unregister", summary="Unregister a system shared-memory region",
              responses={200: {}, 403: _ERROR})
-def shm_unregister(request: Request, region_name: str) -> Response:
+def shm_unregister(request: Request, region_name: RegionName) -> Response:
     try:
         _regions(request).pop(region_name, None)
     except oip.OipError as exc:

@@ -241,6 +241,38 @@ def _buffered(request: Request, body: bytes) -> StarletteRequest:
     return StarletteRequest(request.scope, receive)
 
 
+def _tensor_schema() -> dict[str, Any]:
+    return {"type": "object", "required": ["data"], "additionalProperties": False, "properties": {
+        "shape": {"type": "array", "maxItems": wire.MAX_RANK, "items": {"type": "integer", "minimum": 0}},
+        "dtype": {"type": "string", "enum": list(wire.INPUT_DTYPES)},
+        "data": {"description": "numbers, nested as the shape or flat", "type": ["array", "number"]}}}
+
+
+def _options_schema() -> dict[str, Any]:
+    return {
+        "seed": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+        "dtype": {"type": "string", "enum": list(wire.INPUT_DTYPES)},
+        "return_attention": {"type": "boolean"}, "device": {"type": "string", "enum": ["cpu", "cuda"]},
+        "allow_nonfinite": {"type": "boolean"}, "timeout_s": {"type": ["number", "null"], "exclusiveMinimum": 0}}
+
+
+_TENSORS = {"type": "object", "minProperties": 1, "maxProperties": 16, "additionalProperties": _tensor_schema()}
+RUN_BODY_SCHEMA = {"type": "object", "required": ["inputs"], "additionalProperties": False, "properties": {
+    "inputs": _TENSORS, "weights": {"anyOf": [_TENSORS, {"type": "null"}]},
+    "hyperparameters": {"type": "object", "description": "overrides of the defaults (see /implementation)"},
+    **_options_schema()}}
+BATCH_BODY_SCHEMA = {"type": "object", "required": ["techniques", "inputs"], "additionalProperties": False,
+                     "properties": {
+                         "techniques": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                         "inputs": _TENSORS,
+                         "hyperparameters": {"type": "object", "additionalProperties": {"type": "object"}},
+                         **_options_schema()}}
+MULTIPART_SCHEMA = {"type": "object", "required": ["inputs"], "additionalProperties": False, "properties": {
+    "inputs": {"type": "string", "format": "binary", "description": "safetensors"},
+    "weights": {"type": "string", "format": "binary", "description": "safetensors"},
+    "options": {"type": "string", "description": "JSON object of run options"}}}
+
+
 _RUN_EXAMPLE = {"inputs": {"x": {"shape": [1, 4, 2, 2], "dtype": "float32",
                                  "data": [[[[0.1, 0.2], [0.3, 0.4]], [[1, 0], [0, 1]], [[0.5, 0.5], [0.5, 0.5]],
                                            [[-1, 1], [1, -1]]]]}},
@@ -253,14 +285,11 @@ _RUN_ERRORS = {400: ERROR_SCHEMA, 404: ERROR_SCHEMA, 408: ERROR_SCHEMA, 413: ERR
 
 
 @router.post("/techniques/{slug}/run", summary="Run a technique's reference implementation",
-             openapi_extra={"requestBody": {"content": {
-                 "application/json": {"example": _RUN_EXAMPLE},
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/json": {"schema": RUN_BODY_SCHEMA, "example": _RUN_EXAMPLE},
                  SAFETENSORS: {"schema": {"type": "string", "format": "binary"}},
                  NPY: {"schema": {"type": "string", "format": "binary"}},
-                 "multipart/form-data": {"schema": {"type": "object", "properties": {
-                     "inputs": {"type": "string", "format": "binary"},
-                     "weights": {"type": "string", "format": "binary"},
-                     "options": {"type": "string"}}}}}}},
+                 "multipart/form-data": {"schema": MULTIPART_SCHEMA}}}},
              responses={200: {"content": {"application/json": {"example": {
                  "technique": "squeeze-and-excitation", "parameter_count": 14, "flops": 48,
                  "time_ms": {"forward": 0.1, "build": 0.5, "total": 1.2},
@@ -269,9 +298,10 @@ _RUN_ERRORS = {400: ERROR_SCHEMA, 404: ERROR_SCHEMA, 408: ERROR_SCHEMA, 413: ERR
 async def run_technique(
     request: Request, slug: Annotated[str, SLUG],
     seed: Annotated[int | None, Query(description="binary bodies: seed", examples=[0])] = None,
-    dtype: Annotated[str | None, Query(description="binary bodies: float32, float64, bfloat16 or float16")] = None,
+    dtype: Annotated[Literal["float32", "float64", "bfloat16", "float16"] | None,
+                     Query(description="binary bodies: the run's dtype")] = None,
     return_attention: Annotated[bool | None, Query(description="binary bodies: return attention maps")] = None,
-    device: Annotated[str | None, Query(description="binary bodies: cpu or cuda")] = None,
+    device: Annotated[Literal["cpu", "cuda"] | None, Query(description="binary bodies: cpu or cuda")] = None,
     allow_nonfinite: Annotated[bool | None, Query(description="binary bodies: accept NaN/inf")] = None,
     timeout_s: Annotated[float | None, Query(description="binary bodies: a shorter time limit for this run")] = None,
     hyperparameters: Annotated[str | None, Query(description="binary bodies: JSON object",
@@ -301,7 +331,8 @@ async def run_technique(
 
 
 @router.post("/run", summary="Run several techniques on the same inputs",
-             openapi_extra={"requestBody": {"content": {"application/json": {"example": _BATCH_EXAMPLE}}}},
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                 "schema": BATCH_BODY_SCHEMA, "example": _BATCH_EXAMPLE}}}},
              responses={200: {"content": {"application/json": {"example": {"results": {
                  "squeeze-and-excitation": {"outputs": {"output": {"shape": [1, 4, 2, 2]}}}}}}}}, **_RUN_ERRORS})
 async def run_batch(request: Request) -> Response:

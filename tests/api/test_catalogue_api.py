@@ -186,4 +186,5 @@ def test_openapi_documents_every_operation_with_an_example(client):
                 for p in op.get("parameters", []))
             body = op.get("requestBody", {}).get("content", {})
             has_example = has_example or any("example" in c or "examples" in c for c in body.values())
-            assert has_example, f"{method.upper()} {path} has no example"
+            bodyless = not ok and not body and not any(p.get("required") for p in op.get("parameters", []))
+            assert has_example or bodyless, f"{method.upper()} {path} has no example"
