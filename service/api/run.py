@@ -33,8 +33,8 @@ class RunOptionsModel(BaseModel):
     return_attention: bool = Field(True, description="false: only the output (may take a fused kernel)")
     device: Literal["cpu", "cuda"] = "cpu"
     allow_nonfinite: bool = Field(False, description="accept NaN/inf in inputs")
-    timeout_s: float | None = Field(None, gt=0, description="a shorter time limit for this run than the "
-                                    "server's (ATLAS_RUN_TIMEOUT_S); never a longer one")
+    timeout_s: float | None = Field(None, ge=0.5, description="a shorter time limit for this run than the "
+                                    "server's (ATLAS_RUN_TIMEOUT_S), at least 0.5 s; never a longer one")
 
     def options(self) -> RunOptions:
         return RunOptions(self.hyperparameters, self.seed, self.dtype, self.return_attention, self.device,
@@ -78,9 +78,10 @@ def _service(request: Request) -> RunService:
     return request.app.state.runs
 
 
-def _validate(model, raw: Any):
+def _validate(model, raw: Any, strict: bool = True):
+    """JSON bodies are validated strictly (a string is no boolean); query parameters arrive as text."""
     try:
-        return model.model_validate(raw)
+        return model.model_validate(raw, strict=strict)
     except ValidationError as exc:
         details = [{"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()][:20]
         raise ApiError(422, "invalid run request: " + "; ".join(
@@ -99,7 +100,7 @@ def _options_from_query(request: Request) -> RunOptionsModel:
         except ApiError as exc:
             raise ApiError(400, "hyperparameters must be a JSON object, e.g. {\"reduction\": 8}: " + exc.message,
                            details={"parameter": "hyperparameters"}) from None
-    return _validate(RunOptionsModel, raw)
+    return _validate(RunOptionsModel, raw, strict=False)
 
 
 def _wants_safetensors(request: Request) -> bool:
@@ -147,7 +148,7 @@ async def _decode(request: Request, svc: RunService, slug: str):
         body = await svc.read_bytes(request, s.max_json_body_bytes)
         req = _validate(RunRequest, jsonbody.loads(body, what="the run body"))
         plans = [wire.json_tensor_plan(req.inputs, svc.limits)]
-        if req.weights:
+        if req.weights is not None:
             used = sum(arr.size for _, arr, _ in plans[0])
             plans.append(wire.json_tensor_plan(req.weights, svc.limits, "weights", used))
         seg, refs = svc.segment_for_plan(plans)
@@ -253,7 +254,7 @@ def _options_schema() -> dict[str, Any]:
         "seed": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
         "dtype": {"type": "string", "enum": list(wire.INPUT_DTYPES)},
         "return_attention": {"type": "boolean"}, "device": {"type": "string", "enum": ["cpu", "cuda"]},
-        "allow_nonfinite": {"type": "boolean"}, "timeout_s": {"type": ["number", "null"], "exclusiveMinimum": 0}}
+        "allow_nonfinite": {"type": "boolean"}, "timeout_s": {"type": ["number", "null"], "minimum": 0.5}}
 
 
 _TENSORS = {"type": "object", "minProperties": 1, "maxProperties": 16, "additionalProperties": _tensor_schema()}
@@ -303,7 +304,8 @@ async def run_technique(
     return_attention: Annotated[bool | None, Query(description="binary bodies: return attention maps")] = None,
     device: Annotated[Literal["cpu", "cuda"] | None, Query(description="binary bodies: cpu or cuda")] = None,
     allow_nonfinite: Annotated[bool | None, Query(description="binary bodies: accept NaN/inf")] = None,
-    timeout_s: Annotated[float | None, Query(description="binary bodies: a shorter time limit for this run")] = None,
+    timeout_s: Annotated[float | None, Query(ge=0.5, description="binary bodies: a shorter time limit for this "
+                                                                "run (at least 0.5 s)")] = None,
     hyperparameters: Annotated[str | None, Query(description="binary bodies: JSON object",
                                                  examples=['{"reduction": 8}'])] = None,
     input: Annotated[str | None, Query(description=".npy bodies: the input's name")] = None,  # noqa: A002

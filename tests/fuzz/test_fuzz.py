@@ -5,8 +5,6 @@ fails it. A longer run: ``python -m tests.fuzz.run --max-examples 1000`` (see RE
 
 from __future__ import annotations
 
-import pytest
-
 from tests.fuzz.run import CI_MAX_EXAMPLES, fuzz
 
 # the run API: POST /run, POST /techniques/{slug}/run[/shm], /shm/regions, GET .../implementation
@@ -23,7 +21,11 @@ def test_fuzz_every_operation_but_runs():
     _check(fuzz(CI_MAX_EXAMPLES, extra=["--exclude-path-regex", RUN_OPERATIONS]))
 
 
-@pytest.mark.xfail(strict=False, reason="run API rework: schema-valid bodies (null, extra multipart parts) refused; "
-                                        "a worker lost on GET .../implementation (502)")
 def test_fuzz_run_operations():
-    _check(fuzz(CI_MAX_EXAMPLES, extra=["--include-path-regex", RUN_OPERATIONS]))
+    """Every check but one: whether a run body is acceptable depends on the technique's own inputs
+    (names, ranks, shared sizes, constraints between hyper-parameters), which GET .../implementation
+    publishes per technique and no single schema can state; so schema-valid bodies may get a 4xx that
+    names what to change. Server errors, response conformance and the refusal of schema-invalid
+    requests are all checked."""
+    _check(fuzz(CI_MAX_EXAMPLES, extra=["--include-path-regex", RUN_OPERATIONS,
+                                        "--exclude-checks", "positive_data_acceptance"]))
