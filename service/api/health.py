@@ -37,8 +37,11 @@ def readyz(request: Request):
             count = conn.execute(text("SELECT count(*) FROM techniques")).scalar_one() if current else 0
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         return JSONResponse({"status": "unavailable", "reason": str(exc)[:200]}, status_code=503)
+    pool = request.app.state.runs.pool.snapshot()
     body = {"status": "ready" if current == head and count else "not_ready", "database": engine.dialect.name,
-            "migration": current, "head": head, "techniques": count}
+            "migration": current, "head": head, "techniques": count,
+            # run workers start in the background (or on the first run); they do not gate readiness
+            "run_workers": {k: pool[k] for k in ("workers", "idle", "busy", "spares", "starting")}}
     return JSONResponse(body, status_code=200 if body["status"] == "ready" else 503)
 
 

@@ -81,23 +81,26 @@ class RunService:
         return time.monotonic() + allowance
 
     async def _chunks(self, receive, declared: int | None) -> AsyncIterator[bytes]:
-        deadline = self._deadline(declared)
+        """The body's chunks as they arrive; 408 past the overall allowance or a pause of more than the
+        idle limit. One timeout context is moved along per chunk (no task per chunk)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self._deadline(declared) - time.monotonic())
         idle = self.settings.run_body_idle_timeout_s
-        while True:
-            remaining = min(idle, deadline - time.monotonic())
-            if remaining <= 0:
-                raise _too_slow(self.settings)
-            try:
-                message = await asyncio.wait_for(receive(), timeout=remaining)
-            except TimeoutError:
-                raise _too_slow(self.settings) from None
-            if message["type"] == "http.disconnect":
-                raise ApiError(400, "the client closed the connection before the body arrived", code="disconnected")
-            chunk = message.get("body", b"")
-            if chunk:
-                yield chunk
-            if not message.get("more_body", False):
-                return
+        try:
+            async with asyncio.timeout_at(min(deadline, loop.time() + idle)) as limit:
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise ApiError(400, "the client closed the connection before the body arrived",
+                                       code="disconnected")
+                    chunk = message.get("body", b"")
+                    if chunk:
+                        yield chunk
+                    if not message.get("more_body", False):
+                        return
+                    limit.reschedule(min(deadline, loop.time() + idle))
+        except TimeoutError:
+            raise _too_slow(self.settings) from None
 
     async def read_into_segment(self, request, limit: int) -> tuple[shm.Segment, int]:
         """The whole body into a pooled segment (no run slot is held meanwhile); 413 past ``limit``,
