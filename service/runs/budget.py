@@ -114,6 +114,10 @@ class Estimate:
         return self.weight_bytes + input_bytes + self.activation_peak_bytes + overhead
 
 
+def element_size(dtype_name: str) -> int:
+    return torch.empty((), dtype=getattr(torch, dtype_name)).element_size()
+
+
 def _dtype_name(t: torch.Tensor) -> str:
     return str(t.dtype).removeprefix("torch.")
 

@@ -183,6 +183,8 @@ class RunService:
         out = out_segment or self.segments.take(self._out_sizes.get(key, sum(r.nbytes for r in inputs) or 1))
         job = self._job("run", slug, opts, inputs, weights)
         job["out_segment"] = out.name
+        if not own:
+            job["out_capacity"] = out.size  # a client's region: never grown; the worker checks the fit first
         try:
             limit = self.settings.run_timeout_s
             reply = await self.pool.submit(job, min(opts.timeout_s or limit, limit))

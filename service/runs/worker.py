@@ -183,6 +183,17 @@ class Worker:
         if not execute:
             return {"ok": True, "hyperparameters": params, "cost": cost, "flops": est.flops,
                     "outputs": [{"name": n, "shape": s, "dtype": d} for n, s, d in out_refs]}
+        capacity = job.get("out_capacity")
+        if capacity is not None:
+            from .wire import aligned
+
+            need = 0
+            for _, shape, dt in sorted(out_refs, key=lambda r: -self.budget.element_size(r[2])):
+                need = aligned(need + math.prod(shape) * self.budget.element_size(dt))
+            if need > capacity:
+                raise JobError(413, f"the outputs need {need} bytes; the output region holds {capacity}",
+                               details={"needed_bytes": need, "capacity": capacity,
+                                        "outputs": [{"name": n, "shape": s, "dtype": d} for n, s, d in out_refs]})
 
         dtype = self.budget.TORCH_DTYPES[dtype_name]
         device = torch.device(job.get("device", "cpu"))
