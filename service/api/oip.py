@@ -109,7 +109,8 @@ _NUMPY = {"float32": np.dtype("<f4"), "float64": np.dtype("<f8"), "float16": np.
 
 # ------------------------------------------------------------------------------------------ routes
 
-ModelName = Annotated[str, FastPath(description="a technique's slug", examples=["cbam"], max_length=96)]
+ModelName = Annotated[str, FastPath(description="a technique's slug", examples=["squeeze-and-excitation"],
+                                    max_length=96)]
 RegionName = Annotated[str, FastPath(description="a registered region's name", examples=["input0"], max_length=128)]
 ModelVersion = Annotated[str, FastPath(description="the only version is 1", examples=["1"], max_length=16)]
 
@@ -201,7 +202,7 @@ _INFER_ANSWER = {"model_name": "squeeze-and-excitation", "model_version": "1", "
 
 
 @router.post("/models/{model_name}/infer", summary="Run a technique (Open Inference Protocol)",
-             openapi_extra={"requestBody": {"content": {
+             openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"example": _INFER_EXAMPLE},
                  "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
              responses={200: {"content": {"application/json": {"example": _INFER_ANSWER},
@@ -394,6 +395,21 @@ def shm_unregister(request: Request, region_name: RegionName) -> Response:
     return Response(status_code=200)
 
 
-@router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
-def unknown(path: str) -> Response:
+@router.api_route("/{path:path}", methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"],
+                  include_in_schema=False)
+def unknown(request: Request, path: str) -> Response:
+    """404 for paths the protocol does not have; 405 (with Allow) for a method a path does not take."""
+    from starlette.routing import Match
+
+    allowed: set[str] = set()
+    for route in router.routes:
+        methods = getattr(route, "methods", None)
+        if methods and getattr(route, "endpoint", None) is not unknown:
+            match, _ = route.matches({**request.scope, "method": next(iter(methods))})
+            if match == Match.FULL:
+                allowed |= methods
+    if allowed:
+        response = _error(405, f"{request.method} is not allowed on /v2/{path}; allowed: {', '.join(sorted(allowed))}")
+        response.headers["Allow"] = ", ".join(sorted(allowed))
+        return response
     return _error(404, f"no route /v2/{path} in the Open Inference Protocol REST API")

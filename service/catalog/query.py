@@ -102,6 +102,7 @@ _BM25 = "bm25(technique_fts, 0.0, 10.0, 6.0, 2.0, 1.0, 1.0, 2.0)"
 
 def _fts_rank(session: Session, q: str):
     """A selectable (slug, rank) for the search; lower rank is a better match."""
+    check_search_text(q)
     if session.get_bind().dialect.name == "sqlite":
         return (text(f"SELECT slug, {_BM25} AS rank FROM technique_fts WHERE technique_fts MATCH :q")
                 .bindparams(q=fts5_query(q))
@@ -125,6 +126,13 @@ _SEARCH_ERRORS = ("fts5", "syntax", "unknown special query", "unterminated", "ex
                   "tsquery")
 
 
+def check_search_text(q: str) -> None:
+    """A NUL character cannot be searched for (PostgreSQL refuses it in any string); a 400, on both engines."""
+    if "\x00" in q:
+        raise ApiError(400, "the search query q contains a NUL character, which cannot be searched for",
+                       details={"parameter": "q"})
+
+
 def search_syntax_error(q: str, exc: DatabaseError) -> ApiError | None:
     """The 400 for a search the engine refused as syntax (the client's mistake); None when the failure
     is something else."""
@@ -143,6 +151,7 @@ def search_ranks(engine, q: str, connection=None) -> dict[str, float]:
     """Every technique the engine's full-text search matches, with its rank (lower is better), exactly as
     ``list_techniques`` ranks them. ``connection``: a ``version.DedicatedConnection`` to run SQLite's
     statement on (no pool, no ORM)."""
+    check_search_text(q)
     try:
         if engine.dialect.name == "sqlite" and connection is not None:
             try:

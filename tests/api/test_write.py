@@ -37,7 +37,11 @@ SE_KEY = "huSqueezeandExcitationNetworks2018"  # in data/references.bib
 # the run API computes and writes nothing; every other non-GET operation is a write
 # runs write nothing; shared-memory regions are a per-process table for co-located clients, enabled by a setting
 NOT_WRITES = {("post", "/run"), ("post", "/techniques/{slug}/run"), ("post", "/techniques/{slug}/run/shm"),
-              ("post", "/shm/regions"), ("delete", "/shm/regions/{name}")}
+              ("post", "/shm/regions"), ("delete", "/shm/regions/{name}"),
+              ("post", "/v2/models/{model_name}/infer"), ("post", "/v2/models/{model_name}/versions/{model_version}/infer"),
+              ("post", "/v2/systemsharedmemory/region/{region_name}/register"),
+              ("post", "/v2/systemsharedmemory/region/{region_name}/unregister"),
+              ("post", "/v2/systemsharedmemory/unregister")}
 
 GOOD_BIB = r"""
 @inproceedings{kaiserNeuralGPUsLearn2016,

@@ -8,7 +8,8 @@ from __future__ import annotations
 from tests.fuzz.run import CI_MAX_EXAMPLES, fuzz
 
 # the run API: POST /run, POST /techniques/{slug}/run[/shm], /shm/regions, GET .../implementation
-RUN_OPERATIONS = "(/run|/run/shm|/implementation)$|^/shm/"
+# and the Open Inference Protocol's infer, whose bodies depend on the model the same way
+RUN_OPERATIONS = "(/run|/run/shm|/implementation|/infer)$|^/shm/"
 
 
 def _check(outcome) -> None:
