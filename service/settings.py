@@ -64,6 +64,8 @@ class Settings(BaseSettings):
                                           "by Content-Length divided by this")
     run_body_idle_timeout_s: float = Field(default=5.0, description="longest pause between body chunks")
     run_shm_dir: str = Field(default="", description="tmpfs directory for shared-memory segments; default /dev/shm")
+    run_shm_max_bytes: int = Field(default=2 << 30, description="shared memory that request bodies and outputs in "
+                                   "flight may hold at once (503 beyond); keep it below the tmpfs size")
     run_shm_keep_bytes: int = Field(default=512 << 20, description="free shared-memory segments kept for reuse")
     run_shm_client_regions: bool = Field(default=False, description="accept client-named shared-memory regions "
                                          "(co-located clients only; off by default)")

@@ -206,7 +206,7 @@ async def _decode_multipart(request: Request, svc: RunService):
             raise ApiError(400, "the 'options' part must be UTF-8 JSON") from None
         opts = _validate(RunOptionsModel, jsonbody.loads(text, what="the 'options' part", max_depth=8))
     blobs = [await raw(parts["inputs"])] + ([await raw(parts["weights"])] if "weights" in parts else [])
-    seg = svc.segments.take(sum(len(b) for b in blobs) + 64)
+    seg = svc.take(sum(len(b) for b in blobs) + 64)
     try:
         view, pos, found = seg.view(), 0, []
         used = 0

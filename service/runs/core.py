@@ -53,7 +53,8 @@ class RunService:
     def __init__(self, settings: Settings):
         self.settings = settings
         directory = Path(settings.run_shm_dir) if settings.run_shm_dir else shm.default_dir()
-        self.segments = shm.SegmentPool(directory, keep_bytes=settings.run_shm_keep_bytes)
+        self.segments = shm.SegmentPool(directory, keep_bytes=settings.run_shm_keep_bytes,
+                                        max_in_use=settings.run_shm_max_bytes)
         threads = settings.torch_threads or max(1, (_cpu_count() // max(1, settings.run_workers)))
         env = {}
         if settings.run_worker_malloc_tuning:
@@ -102,11 +103,25 @@ class RunService:
         except TimeoutError:
             raise _too_slow(self.settings) from None
 
+    def take(self, n: int) -> shm.Segment:
+        """A pooled segment, or 503 when shared memory in use would pass its limit (or tmpfs is full)."""
+        try:
+            return self.segments.take(n)
+        except shm.NoSpace as exc:
+            raise ApiError(503, f"the server's shared memory for runs is exhausted ({exc.strerror}); retry shortly",
+                           code="busy", headers={"Retry-After": "1"},
+                           details={"setting": "ATLAS_RUN_SHM_MAX_BYTES", "limit": self.segments.max_in_use}) from None
+
     async def read_into_segment(self, request, limit: int) -> tuple[shm.Segment, int]:
         """The whole body into a pooled segment (no run slot is held meanwhile); 413 past ``limit``,
-        408 when it arrives too slowly."""
+        408 when it arrives too slowly. Without Content-Length the body is read first, then copied."""
         declared = _content_length(request, limit)
-        seg = self.segments.take(declared if declared is not None else limit)
+        if declared is None:
+            body = await self.read_bytes(request, limit)
+            seg = self.take(max(len(body), 1))
+            seg.view()[:len(body)] = body
+            return seg, len(body)
+        seg = self.take(declared)
         size = 0
         try:
             view = seg.view()
@@ -134,7 +149,7 @@ class RunService:
 
     def segment_for_plan(self, plans: list[list[tuple[str, Any, str]]]) -> tuple[shm.Segment, list[list[wire.TensorRef]]]:
         total = sum(wire.plan_nbytes(p) for p in plans)
-        seg = self.segments.take(max(total, 1))
+        seg = self.take(max(total, 1))
         try:
             refs, pos, view = [], 0, seg.view()
             for plan in plans:
@@ -180,7 +195,7 @@ class RunService:
         start = time.perf_counter()
         key = (slug, tuple((r.name, tuple(r.shape)) for r in inputs), opts.return_attention, opts.dtype)
         own = out_segment is None
-        out = out_segment or self.segments.take(self._out_sizes.get(key, sum(r.nbytes for r in inputs) or 1))
+        out = out_segment or self.take(self._out_sizes.get(key, sum(r.nbytes for r in inputs) or 1))
         job = self._job("run", slug, opts, inputs, weights)
         job["out_segment"] = out.name
         if not own:

@@ -68,12 +68,30 @@ class Segment:
                 pass
 
 
+class NoSpace(OSError):
+    """The shm directory cannot hold a segment of the asked size."""
+
+
+def _reserve(fd: int, size: int) -> None:
+    """Give the file real pages now: a write through a mapping into a full tmpfs would be a SIGBUS,
+    an allocation that fails here is an error the caller can answer."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        raise NoSpace(exc.errno, f"no room for {size} bytes of shared memory: {exc.strerror}") from None
+
+
 def _map(path: Path, size: int, create: bool) -> mmap.mmap:
     flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
     fd = os.open(path, flags, 0o600)
     try:
         if create or os.fstat(fd).st_size < size:
-            os.ftruncate(fd, size)
+            try:
+                _reserve(fd, size)
+            except NoSpace:
+                if create:
+                    path.unlink(missing_ok=True)
+                raise
         return mmap.mmap(fd, size)
     finally:
         os.close(fd)
@@ -95,7 +113,7 @@ def resize(directory: Path, name: str, size: int) -> None:
     fd = os.open(directory / name, os.O_RDWR)
     try:
         if os.fstat(fd).st_size < size:
-            os.ftruncate(fd, size)
+            _reserve(fd, size)
     finally:
         os.close(fd)
 
@@ -115,8 +133,10 @@ class SegmentPool:
     """Reusable segments owned by this process. ``take(n)`` returns a segment of at least ``n`` bytes;
     ``give(seg)`` returns it. At most ``keep_bytes`` of free segments are kept mapped."""
 
-    def __init__(self, directory: Path, keep_bytes: int, prefix: str | None = None):
+    def __init__(self, directory: Path, keep_bytes: int, prefix: str | None = None, max_in_use: int | None = None):
         self.directory = Path(directory)
+        self.max_in_use = max_in_use
+        self.in_use = 0
         self.directory.mkdir(parents=True, exist_ok=True)
         self.prefix = prefix or f"atlas-{os.getpid()}-{secrets.token_hex(4)}-"
         self.keep_bytes = keep_bytes
@@ -126,18 +146,30 @@ class SegmentPool:
         self._lock = threading.Lock()
 
     def take(self, n: int) -> Segment:
+        """A segment of at least ``n`` bytes; :class:`NoSpace` when the bytes in use would pass
+        ``max_in_use`` or the directory is full."""
         with self._lock:
+            if self.max_in_use is not None and self.in_use + n > self.max_in_use:
+                raise NoSpace(28, f"{self.in_use} bytes of shared memory are in use; {n} more would pass the "
+                                  f"limit of {self.max_in_use}")
             best = None
             for seg in self._free:
                 if seg.size >= n and (best is None or seg.size < best.size):
                     best = seg
             if best is not None:
                 self._free.remove(best)
+                self.in_use += best.size
                 return best
             self._count += 1
             name = f"{self.prefix}{self._count}"
-        size = _round(max(n, 1))
-        seg = Segment(name, self.directory / name, size, _map(self.directory / name, size, create=True))
+            size = _round(max(n, 1))
+            self.in_use += size
+        try:
+            seg = Segment(name, self.directory / name, size, _map(self.directory / name, size, create=True))
+        except BaseException:
+            with self._lock:
+                self.in_use -= size
+            raise
         with self._lock:
             self._all[name] = seg
         return seg
@@ -148,10 +180,13 @@ class SegmentPool:
         if actual != seg.size:
             seg.close()
             seg.map = _map(seg.path, actual, create=False)
+            with self._lock:
+                self.in_use += actual - seg.size
             seg.size = actual
 
     def give(self, seg: Segment) -> None:
         with self._lock:
+            self.in_use -= seg.size
             free_bytes = sum(s.size for s in self._free)
             if seg.name in self._all and free_bytes + seg.size <= self.keep_bytes:
                 self._free.append(seg)

@@ -346,6 +346,13 @@ def main(conn, config: dict[str, Any] | None = None) -> None:
                      "details": {"limit_bytes": limit, "setting": "ATLAS_RUN_WORKER_MEMORY_BYTES",
                                  "error": str(exc)[:200]}}
         except Exception as exc:  # noqa: BLE001 - a bug: report it, keep serving
+            from .shm import NoSpace
+
+            if isinstance(exc, NoSpace):
+                reply = {"ok": False, "status": 503, "code": "busy", "details": None,
+                         "message": f"no shared memory left for the outputs ({exc.strerror}); retry shortly"}
+                conn.send_bytes(orjson.dumps(reply))
+                continue
             reply = {"ok": False, "status": 500, "code": "internal_error",
                      "message": f"the run failed inside the worker: {type(exc).__name__}",
                      "details": {"trace": traceback.format_exc(limit=-3)[-800:]}}

@@ -246,3 +246,30 @@ def test_region_names_stay_inside_the_directory():
         with pytest.raises(ValueError):
             shm.check_region_name(bad)
     assert shm.check_region_name("/triton_input_0") == "triton_input_0"
+
+
+def test_shared_memory_in_flight_is_bounded(tmp_path):
+    """Bodies in flight hold at most ATLAS_RUN_SHM_MAX_BYTES of shared memory (a full tmpfs would make a write
+    through the mapping fatal): past it, 503 before anything is read or run."""
+    settings = make_settings(tmp_path, run_shm_max_bytes=1 << 20)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        big = np.zeros((1, 8, 256, 128), dtype=np.float32)  # 1 MiB of data plus the header
+        err = _error(c.post(f"/techniques/{SE}/run", content=st_save_np({"x": big}), headers=ST), 503)
+        assert err["code"] == "busy" and err["details"]["setting"] == "ATLAS_RUN_SHM_MAX_BYTES"
+        assert c.app.state.runs.segments.in_use == 0
+        assert c.post(f"/techniques/{SE}/run", json=SMALL).status_code == 200
+        assert c.app.state.runs.segments.in_use == 0
+
+
+def test_segment_pool_reserves_real_pages(tmp_path):
+    pool = shm.SegmentPool(tmp_path, keep_bytes=1 << 20, max_in_use=4 << 20)
+    seg = pool.take(100_000)
+    assert os.stat(seg.path).st_blocks * 512 >= seg.size  # allocated now, not on first write
+    with pytest.raises(shm.NoSpace):
+        pool.take(4 << 20)
+    pool.give(seg)
+    assert pool.in_use == 0
+    again = pool.take(50_000)
+    assert again is seg  # reused, no fresh pages
+    pool.give(again)
+    pool.close()
