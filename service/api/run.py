@@ -13,7 +13,7 @@ from starlette.requests import Request as StarletteRequest
 from .. import jsonbody
 from ..errors import ERROR_SCHEMA, ApiError
 from ..runs import wire
-from ..runs.core import RunOptions, RunResult, RunService
+from ..runs.core import RunOptions, RunResult, RunService, element_count
 from .deps import SessionDep, conditional_json
 
 router = APIRouter(tags=["run"])
@@ -213,7 +213,7 @@ async def _decode_multipart(request: Request, svc: RunService):
         for blob, where in zip(blobs, ("inputs", "weights"), strict=False):
             view[pos:pos + len(blob)] = blob
             refs = wire.safetensors_refs(view, len(blob), seg.name, pos, svc.limits, where, used)
-            used += wire_count(refs)
+            used += element_count(refs)
             found.append(refs)
             pos = wire.aligned(pos + len(blob))
         view.release()
@@ -221,12 +221,6 @@ async def _decode_multipart(request: Request, svc: RunService):
         svc.segments.give(seg)
         raise
     return opts.options(), found[0], (found[1] if len(found) > 1 else None), [seg]
-
-
-def wire_count(refs: list[wire.TensorRef]) -> int:
-    import math
-
-    return sum(math.prod(r.shape) for r in refs)
 
 
 def _buffered(request: Request, body: bytes) -> StarletteRequest:
