@@ -17,7 +17,6 @@ from safetensors.numpy import save as st_save
 from service.main import create_app
 from tests.conftest import make_settings
 
-REWORK = pytest.mark.usefixtures()  # the run bodies are stated in the document
 SLUG = "squeeze-and-excitation"
 RUN = f"/techniques/{SLUG}/run"
 SAFETENSORS = {"Content-Type": "application/vnd.safetensors"}
@@ -122,7 +121,6 @@ def test_multipart_options_that_are_not_utf8(run_client):
 
 # --- the OpenAPI document states the run bodies it accepts (schema-valid bodies are not refused) ----------
 
-@REWORK
 @pytest.mark.parametrize("path", ["/run", "/techniques/{slug}/run"])
 def test_run_bodies_have_a_schema_that_excludes_null(run_client, path):
     from jsonschema import Draft202012Validator
@@ -137,7 +135,6 @@ def test_run_bodies_have_a_schema_that_excludes_null(run_client, path):
                            headers={"Content-Type": "application/json"}).status_code in (400, 422)
 
 
-@REWORK
 def test_multipart_schema_names_only_the_parts_the_server_takes(run_client):
     content = run_client.get("/openapi.json").json()["paths"]["/techniques/{slug}/run"]["post"]["requestBody"]["content"]
     assert content["multipart/form-data"]["schema"].get("additionalProperties") is False
