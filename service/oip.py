@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from .runs import wire
+
 # OIP datatype -> NumPy dtype of the wire bytes (little-endian); BF16 travels as uint16 bit patterns
 WIRE = {"BOOL": np.dtype("?"), "UINT8": np.dtype("u1"), "UINT16": np.dtype("<u2"), "UINT32": np.dtype("<u4"),
         "UINT64": np.dtype("<u8"), "INT8": np.dtype("i1"), "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"),
@@ -94,19 +96,9 @@ class Limits:
 
 # ------------------------------------------------------------------------------------------ BF16
 
-def bf16_bits_from_float32(values: np.ndarray) -> np.ndarray:
-    """float32 -> bfloat16 bit patterns, rounding to nearest even (as torch does); NaN stays NaN."""
-    bits = np.ascontiguousarray(values, dtype="<f4").view("<u4")
-    rounded = ((bits + (0x7FFF + ((bits >> 16) & 1))) >> 16).astype("<u2")
-    nan = np.isnan(values)
-    if nan.any():
-        rounded = np.where(nan, (bits >> 16).astype("<u2") | 0x0040, rounded)
-    return rounded
-
-
-def float32_from_bf16_bits(bits: np.ndarray) -> np.ndarray:
-    """bfloat16 bit patterns -> float32 (exact)."""
-    return (bits.astype("<u4") << 16).view("<f4")
+# bfloat16 <-> bit patterns: the run API's conversions (rounding to nearest even, as torch does)
+bf16_bits_from_float32 = wire.to_bfloat16_bits
+float32_from_bf16_bits = wire.from_bfloat16_bits
 
 
 # ------------------------------------------------------------------------------------------ parsing
