@@ -87,15 +87,22 @@ def conditional_json(request: Request, payload: Any, last_modified: datetime | N
     return conditional(request, json_bytes(payload), "application/json", last_modified)
 
 
+def declared_length(request: Request, limit: int) -> int | None:
+    """The Content-Length, checked: 400 when it is no number, 413 when it is over ``limit``; None if absent."""
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return None
+    if not declared.strip().isdigit():
+        raise ApiError(400, "Content-Length is not a number")
+    if len(declared.strip()) > 20 or int(declared) > limit:
+        raise ApiError(413, f"the body is {quote(declared.strip(), 20)} bytes; the limit is {limit}",
+                       details={"limit": limit})
+    return int(declared)
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it is known to exceed ``limit`` (never read whole)."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.strip().isdigit():
-            raise ApiError(400, "Content-Length is not a number")
-        if len(declared.strip()) > 20 or int(declared) > limit:
-            raise ApiError(413, f"the body is {quote(declared.strip(), 20)} bytes; the limit is {limit}",
-                           details={"limit": limit})
+    declared_length(request, limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)

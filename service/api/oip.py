@@ -233,9 +233,8 @@ async def _infer(request: Request, model_name: str, model_version: str | None) -
         spec = await describe(request, model_name, model_version)
         if request.headers.get("content-encoding", "identity").lower() not in ("identity", ""):
             raise oip.OipError(415, "compressed requests are not accepted; send the body uncompressed")
-        from .deps import read_body
-
-        body = await read_body(request, settings.max_body_bytes)
+        # the run API's reader: the body must arrive in time (408), and no run slot is held meanwhile
+        body = await request.app.state.runs.read_bytes(request, settings.max_body_bytes)
         limits = oip.Limits(settings.max_tensor_elements, settings.max_total_elements, settings.max_json_body_bytes)
         req = oip.parse_infer(body, request.headers.get("inference-header-content-length"), limits)
         known = [o["name"] for o in spec["outputs"]]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..api.deps import declared_length
 from ..errors import ApiError
 from ..settings import Settings
 from . import shm, wire
@@ -115,7 +116,7 @@ class RunService:
     async def read_into_segment(self, request, limit: int) -> tuple[shm.Segment, int]:
         """The whole body into a pooled segment (no run slot is held meanwhile); 413 past ``limit``,
         408 when it arrives too slowly. Without Content-Length the body is read first, then copied."""
-        declared = _content_length(request, limit)
+        declared = declared_length(request, limit)
         if declared is None:
             body = await self.read_bytes(request, limit)
             seg = self.take(max(len(body), 1))
@@ -138,7 +139,7 @@ class RunService:
         return seg, size
 
     async def read_bytes(self, request, limit: int) -> bytes:
-        declared = _content_length(request, limit)
+        declared = declared_length(request, limit)
         parts, size = [], 0
         async for chunk in self._chunks(request.receive, declared):
             size += len(chunk)
@@ -225,18 +226,6 @@ class RunService:
             self._raise(reply)
             self._specs[slug] = reply["spec"]
         return self._specs[slug]
-
-
-def _content_length(request, limit: int) -> int | None:
-    declared = request.headers.get("content-length")
-    if declared is None:
-        return None
-    if not declared.strip().isdigit():
-        raise ApiError(400, "Content-Length is not a number")
-    n = int(declared)
-    if n > limit:
-        raise ApiError(413, f"the body is {n} bytes; the limit is {limit}", details={"limit": limit})
-    return n
 
 
 def _too_slow(settings: Settings) -> ApiError:

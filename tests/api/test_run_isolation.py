@@ -273,3 +273,10 @@ def test_segment_pool_reserves_real_pages(tmp_path):
     assert again is seg  # reused, no fresh pages
     pool.give(again)
     pool.close()
+
+
+def test_an_absurd_content_length_is_a_413_not_a_server_error(iso_client):
+    for path, ctype in ((f"/techniques/{SE}/run", "application/vnd.safetensors"),
+                        (f"/v2/models/{SE}/infer", "application/json")):
+        r = iso_client.post(path, content=b"x", headers={"Content-Type": ctype, "Content-Length": "9" * 5000})
+        assert r.status_code == 413, r.text
