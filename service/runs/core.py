@@ -46,9 +46,6 @@ class RunResult:
             self._release()
             self._release = None
 
-    def arrays(self) -> dict[str, Any]:
-        return {ref["name"]: wire.output_array(self.buffer, ref) for ref in self.outputs}
-
 
 class RunService:
     def __init__(self, settings: Settings):
@@ -77,17 +74,13 @@ class RunService:
         self.segments.close()
 
     # ------------------------------------------------------------ bodies
-    def _deadline(self, declared: int | None) -> float:
-        s = self.settings
-        allowance = s.run_body_timeout_s + (declared or 0) / max(1, s.run_body_min_bytes_per_s)
-        return time.monotonic() + allowance
-
     async def _chunks(self, receive, declared: int | None) -> AsyncIterator[bytes]:
         """The body's chunks as they arrive; 408 past the overall allowance or a pause of more than the
         idle limit. One timeout context is moved along per chunk (no task per chunk)."""
+        s = self.settings
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + (self._deadline(declared) - time.monotonic())
-        idle = self.settings.run_body_idle_timeout_s
+        deadline = loop.time() + s.run_body_timeout_s + (declared or 0) / max(1, s.run_body_min_bytes_per_s)
+        idle = s.run_body_idle_timeout_s
         try:
             async with asyncio.timeout_at(min(deadline, loop.time() + idle)) as limit:
                 while True:
@@ -102,7 +95,7 @@ class RunService:
                         return
                     limit.reschedule(min(deadline, loop.time() + idle))
         except TimeoutError:
-            raise _too_slow(self.settings) from None
+            raise _too_slow(s) from None
 
     def take(self, n: int) -> shm.Segment:
         """A pooled segment, or 503 when shared memory in use would pass its limit (or tmpfs is full)."""

@@ -15,7 +15,7 @@ import os
 import re
 import secrets
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -45,7 +45,6 @@ class Segment:
     size: int
     map: mmap.mmap | None = None
     owned: bool = True
-    users: int = field(default=0, repr=False)
 
     def view(self) -> memoryview:
         assert self.map is not None
