@@ -62,24 +62,41 @@ class Worker:
 
     # ------------------------------------------------------------ shared memory
     def _map(self, name: str, need: int):
+        """The mapping of segment ``name`` (cached while its file is the same one). Mappings of files that
+        were removed are dropped when a new one is made, so their pages can go back to the system."""
         import mmap
 
         from .shm import check_region_name
 
         check_region_name(name)
+        path = self.shm_dir / name
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise JobError(400, f"shared-memory region {name} does not exist") from None
         cached = self.maps.get(name)
-        if cached is not None and cached[1] >= need:
+        if cached is not None and cached[1] >= need and cached[2] == st.st_ino:
             return cached[0]
-        fd = os.open(self.shm_dir / name, os.O_RDWR)
+        if st.st_size < need:
+            raise JobError(400, f"shared-memory region {name} holds {st.st_size} bytes; {need} are needed")
+        for old in [n for n, (_, _, ino) in self.maps.items() if n == name or not _same_file(self.shm_dir / n, ino)]:
+            self._unmap(old)
+        fd = os.open(path, os.O_RDWR)
         try:
             size = os.fstat(fd).st_size
-            if size < need:
-                raise JobError(400, f"shared-memory region {name} holds {size} bytes; {need} are needed")
             mm = mmap.mmap(fd, size)
         finally:
             os.close(fd)
-        self.maps[name] = (mm, size)
+        self.maps[name] = (mm, size, st.st_ino)
         return mm
+
+    def _unmap(self, name: str) -> None:
+        entry = self.maps.pop(name, None)
+        if entry is not None:
+            try:
+                entry[0].close()
+            except BufferError:  # a tensor still views it; the garbage collector closes it later
+                pass
 
     def _tensor(self, ref: dict[str, Any]):
         torch = self.torch
@@ -113,15 +130,6 @@ class Worker:
             return {"ok": True, "pid": os.getpid()}
         if op == "describe":
             return {"ok": True, "spec": self.describe(job["slug"])}
-        if op == "release":
-            for name in job.get("segments", []):
-                entry = self.maps.pop(name, None)
-                if entry is not None:
-                    try:
-                        entry[0].close()
-                    except BufferError:
-                        pass
-            return {"ok": True}
         if op in ("run", "check"):
             return self.run(job, execute=op == "run")
         raise JobError(400, f"unknown operation {op!r}")
@@ -276,12 +284,7 @@ class Worker:
         seg = job["out_segment"]
         cached = self.maps.get(seg)
         if cached is None or cached[1] < pos:
-            entry = self.maps.pop(seg, None)
-            if entry is not None:
-                try:
-                    entry[0].close()
-                except BufferError:
-                    pass
+            self._unmap(seg)
             resize(self.shm_dir, seg, pos)
         mm = self._map(seg, pos)
         refs = []
@@ -310,6 +313,13 @@ class Worker:
         shapes = mech.example_shapes
         self.estimates.get(mech, shapes, mech.defaults(), "float32", True)
         runtime.run(mech, {k: self.torch.ones(v) for k, v in shapes.items()}, mech.defaults())
+
+
+def _same_file(path: Path, inode: int) -> bool:
+    try:
+        return os.stat(path).st_ino == inode
+    except FileNotFoundError:
+        return False
 
 
 def main(conn, config: dict[str, Any] | None = None) -> None:

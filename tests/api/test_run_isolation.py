@@ -206,6 +206,18 @@ def test_shared_memory_round_trip(iso_client):
         got = np.frombuffer(raw, dtype=np.float32, count=x.size, offset=refs["output"]["offset"]).reshape(x.shape)
         want = runtime.run(registry.get(SE), {"x": torch.from_numpy(x)}, {"reduction": 4}, seed=5)["output"]
         np.testing.assert_allclose(got, want.numpy(), rtol=1e-6, atol=1e-6)
+        # the client replaces its object under the same name: the worker reads the new one, not a stale mapping
+        x2 = -x
+        inp.unlink()
+        inp.write_bytes(x2.tobytes())
+        r = iso_client.post(f"/techniques/{SE}/run/shm", json={
+            "inputs": {"x": {"region": "in", "shape": list(x.shape)}}, "output_region": "out",
+            "hyperparameters": {"reduction": 4}, "seed": 5})
+        assert r.status_code == 200, r.text
+        got = np.frombuffer(out.read_bytes(), dtype=np.float32, count=x.size,
+                            offset=refs["output"]["offset"]).reshape(x.shape)
+        want = runtime.run(registry.get(SE), {"x": torch.from_numpy(x2)}, {"reduction": 4}, seed=5)["output"]
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-6, atol=1e-6)
         # regions that do not exist, escape the directory or are too small are refused
         for key in ("/../etc/passwd", "/no-such-region", f"/atlas-{tag}"):
             e = iso_client.post("/shm/regions", json={"name": "bad", "key": key, "byte_size": 4})
