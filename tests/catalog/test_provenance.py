@@ -27,7 +27,6 @@ UNCONFIRMED = {
     "huSPANSpatialPyramid2020": {"author", "booktitle", "year"},
     "liHarmoniousAttentionNetwork2018": {"title", "author", "booktitle", "year"},
     "liTellMeWhere2018": {"title", "author", "booktitle", "year"},
-    "locatelloObjectCentricLearningSlot2020": {"booktitle", "year"},
     "pengRandomFeatureAttention2021": {"booktitle", "year"},
     "qinFcaNetFrequencyChannel2021": {"author", "booktitle", "year"},
     # an arXiv preprint: its arXiv id is what identifies it
