@@ -1,14 +1,15 @@
 """Catalogue reads: the service against Datasette on a copy of the same SQLite file, driven by wrk.
 
-Builds the database from data/, serves it with the service (one worker, and two with --workers 2 as a
-second server) and with Datasette (facet suggestions off, full-text search configured on the same
+Builds the database from data/, serves it with the service (one worker; two workers as a second server;
+and one worker that keeps no response bodies or search answers, so that every request is built as if it
+were new) and with Datasette (facet suggestions off, full-text search configured on the same
 words), checks that every request answers what it should, then runs wrk for each request at 1, 8 and 32
 connections, alternating the servers request by request so that load from elsewhere on the machine
 hits all of them alike. Prints req/s, p99 latency and the ratios. With ATLAS_TEST_POSTGRES_URL set
 (scripts/with-postgres.sh) the service also runs on PostgreSQL; Datasette has no PostgreSQL, so those
 figures are absolute.
 
-    python bench/bench_catalog.py                  # about 3 minutes
+    python bench/bench_catalog.py                  # about 6 minutes
     python bench/bench_catalog.py --duration 2 --connections 8,32
     bash scripts/with-postgres.sh python bench/bench_catalog.py
 """
@@ -177,6 +178,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2, help="measurements per server and request, alternated")
     ap.add_argument("--connections", default="1,8,32", help="comma-separated connection counts")
     ap.add_argument("--no-workers2", action="store_true", help="skip the two-worker service")
+    ap.add_argument("--no-built", action="store_true",
+                    help="skip the service that builds every response (no response bodies or searches kept)")
     ap.add_argument("--search-cache", type=int, default=None,
                     help="ATLAS_CATALOG_SEARCH_CACHE for the service (0: every search asks the engine)")
     args = ap.parse_args()
@@ -198,6 +201,9 @@ def main() -> int:
         services = [start_service("atlas", url, tmp / "v1", 1, extra)]
         if not args.no_workers2:
             services.append(start_service("atlas-w2", url, tmp / "v2", 2, extra))
+        if not args.no_built:
+            services.append(start_service("atlas-built", url, tmp / "v3", 1, {
+                **extra, "ATLAS_CATALOG_RESPONSE_CACHE_BYTES": "0", "ATLAS_CATALOG_SEARCH_CACHE": "0"}))
         if pg_admin:
             from sqlalchemy import create_engine, text
 

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
         "writes made through other processes (0: on every request, so a write is visible everywhere at once)")
     catalog_search_cache: int = Field(
         default=256, ge=0, description="search answers kept per catalogue version (0: ask the engine every time)")
+    catalog_response_cache_bytes: int = Field(
+        default=16 << 20, ge=0, description="bytes of catalogue response bodies (lists, field selections) kept per "
+        "catalogue version so that a repeated request is answered before routing (0: build every response)")
 
     # run API limits (checked before any allocation)
     max_tensor_elements: int = Field(default=1 << 24, description="elements in one input tensor")

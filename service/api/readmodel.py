@@ -83,7 +83,15 @@ def respond(request: Request, etag: str, last_modified_http: str | None, body: C
     headers = _headers(etag, last_modified_http)
     if not_modified(request, etag, last_modified_http):
         return Response(status_code=304, headers=headers)
-    return Response(content=body(), media_type=media_type, headers=headers)
+    content = body()
+    scope = request.scope
+    if media_type == "application/json" and scope["method"] == "GET" and (
+            scope["query_string"] or scope["path"] == "/techniques"):
+        snap = scope.get(SCOPE_KEY)
+        budget = request.app.state.settings.catalog_response_cache_bytes
+        if snap is not None and budget:
+            snap.responses.keep((scope["path"], scope["query_string"]), etag, last_modified_http, content, budget)
+    return Response(content=content, media_type=media_type, headers=headers)
 
 
 class _RouteLabel:
@@ -96,9 +104,18 @@ class _RouteLabel:
 _LABELS = {p: _RouteLabel(p) for p in ("/techniques", "/techniques/{slug}", "/taxonomy", "/applications")}
 
 
+def _raw_headers(etag: str, last_modified_http: str | None, body: bytes | None = None) -> list[tuple[bytes, bytes]]:
+    out = [(k.lower().encode(), v.encode()) for k, v in _headers(etag, last_modified_http).items()]
+    if body is not None:
+        out += [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
+    return out
+
+
 class NotModifiedMiddleware:
-    """Answers GETs of catalogue resources whose If-None-Match names the current ETag with 304 straight from
-    the snapshot. Everything else goes on to the routes (with the snapshot already looked up)."""
+    """Answers GETs of catalogue resources from the snapshot before routing: with 304 where If-None-Match
+    names the current ETag, and with the body where the snapshot holds it for this exact request (a
+    technique, the taxonomy and the applications as built; a list or field selection once it was built,
+    see ``respond``). Everything else goes on to the routes (with the snapshot already looked up)."""
 
     def __init__(self, app):
         self.app = app
@@ -123,10 +140,12 @@ class NotModifiedMiddleware:
             return
         scope[SCOPE_KEY] = snap
         inm = None
+        conditional_on_date = False
         for name, value in scope["headers"]:
             if name == b"if-none-match":
                 inm = value.decode("latin-1")
-                break
+            elif name == b"if-modified-since":
+                conditional_on_date = True
         if inm is not None:
             found = self._validators(state, snap, template, slug, scope["query_string"])
             if found is not None:
@@ -134,11 +153,34 @@ class NotModifiedMiddleware:
                 tags = _tags(inm)
                 if etag in tags and "*" not in tags:
                     scope["route"] = _LABELS[template]
-                    headers = [(k.lower().encode(), v.encode()) for k, v in _headers(etag, last_modified_http).items()]
-                    await send({"type": "http.response.start", "status": 304, "headers": headers})
+                    await send({"type": "http.response.start", "status": 304,
+                                "headers": _raw_headers(etag, last_modified_http)})
                     await send({"type": "http.response.body", "body": b""})
                     return
+        # If-Modified-Since alone, or If-None-Match: *, is for the route to compare
+        if (inm is None and not conditional_on_date) or (inm is not None and "*" not in _tags(inm)):
+            held = self._held(snap, template, slug, path, scope["query_string"])
+            if held is not None:
+                etag, last_modified_http, body = held
+                scope["route"] = _LABELS[template]
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": _raw_headers(etag, last_modified_http, body)})
+                await send({"type": "http.response.body", "body": body})
+                return
         await self.app(scope, receive, send)
+
+    @staticmethod
+    def _held(snap: Snapshot, template: str, slug: str | None, path: str,
+              query_string: bytes) -> tuple[str, str | None, bytes] | None:
+        """The ETag, Last-Modified and body of a 200 for this exact request, where the snapshot holds them."""
+        if not query_string and template != "/techniques":
+            if template == "/techniques/{slug}":
+                entry = snap.entries.get(slug or "")
+                res = entry.resource if entry is not None else None
+            else:
+                res = snap.taxonomy if template == "/taxonomy" else snap.applications
+            return (res.etag, res.last_modified_http, res.body) if res is not None else None
+        return snap.responses.get((path, query_string))
 
     @staticmethod
     def _validators(state, snap: Snapshot, template: str, slug: str | None,

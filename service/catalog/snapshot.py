@@ -96,6 +96,36 @@ SORT_KEYS: dict[str, tuple[str, bool]] = {"name": ("name", False), "-name": ("na
                                           "-year": ("year", True), "slug": ("slug", False)}
 
 
+class ResponseCache:
+    """Bodies of 200 responses built from one snapshot, keyed by (path, query string), within a byte budget.
+    Used from the event loop only. When a new body would pass the budget the older half goes; a body over
+    an eighth of the budget is not kept."""
+
+    __slots__ = ("bodies", "size")
+
+    def __init__(self) -> None:
+        self.bodies: dict[tuple[str, bytes], tuple[str, str | None, bytes]] = {}  # ETag, Last-Modified, body
+        self.size = 0
+
+    @staticmethod
+    def _cost(key: tuple[str, bytes], body: bytes) -> int:
+        return len(body) + len(key[0]) + len(key[1]) + 200  # the tuple, dict slot and ETag, roughly
+
+    def get(self, key: tuple[str, bytes]) -> tuple[str, str | None, bytes] | None:
+        return self.bodies.get(key)
+
+    def keep(self, key: tuple[str, bytes], etag: str, last_modified_http: str | None, body: bytes,
+             budget: int) -> None:
+        cost = self._cost(key, body)
+        if cost > budget // 8 or key in self.bodies:
+            return
+        if self.size + cost > budget:
+            for old in list(self.bodies)[: len(self.bodies) // 2 + 1]:
+                self.size -= self._cost(old, self.bodies.pop(old)[2])
+        self.bodies[key] = (etag, last_modified_http, body)
+        self.size += cost
+
+
 @dataclass(frozen=True)
 class Snapshot:
     version: int
@@ -109,6 +139,8 @@ class Snapshot:
     built_in_s: float
     # the engine's answers to searches made against this snapshot: a new version starts a new one
     searches: dict[str, dict[str, float]] = field(default_factory=dict, compare=False, repr=False)
+    # response bodies built from this snapshot, by exact request: equal requests give equal bytes
+    responses: ResponseCache = field(default_factory=lambda: ResponseCache(), compare=False, repr=False)
 
     def entry(self, slug: str) -> Entry:
         e = self.entries.get(slug)

@@ -115,3 +115,77 @@ def test_an_import_is_read_at_once(app_client):
     assert r.status_code == 200 and r.json()["updated"] == [citekey], r.text
     after = app_client.get("/techniques/cbam", headers={"If-None-Match": before.headers["etag"]})
     assert after.status_code == 200 and after.json()["citation"]["title"] == title + " Revisited"
+
+
+def _count_pages(monkeypatch) -> list[int]:
+    from service.api import techniques
+
+    calls = [0]
+    real = techniques.select_page
+
+    def counted(*a, **k):
+        calls[0] += 1
+        return real(*a, **k)
+
+    monkeypatch.setattr(techniques, "select_page", counted)
+    return calls
+
+
+def test_a_repeated_request_is_answered_from_the_body_built_for_it(app_client, monkeypatch):
+    calls = _count_pages(monkeypatch)
+    url = "/techniques?q=attention&limit=5&fields=slug,name"
+    first = app_client.get(url)
+    assert first.status_code == 200 and calls[0] == 1
+
+    def no_search(*_a, **_k):
+        raise AssertionError("the engine was asked for a request whose answer is held")
+
+    monkeypatch.setattr(app_client.app.state.catalogue, "search", no_search)
+    again = app_client.get(url, headers={"If-None-Match": '"another"'})  # a stale tag does not matter
+    assert calls[0] == 1, "the route built the page again"
+    assert again.status_code == 200 and again.content == first.content
+    for h in ("etag", "last-modified", "cache-control", "content-type", "content-length",
+              "x-content-type-options", "content-security-policy"):
+        assert again.headers[h] == first.headers[h], h
+    # another query string is another request: built by the route, and a bad one is still refused
+    assert app_client.get("/techniques?limit=5&fields=slug,name").status_code == 200 and calls[0] == 2
+    assert app_client.get(url + "&colour=red").status_code == 400
+    # If-Modified-Since alone is compared by the route: 304 for a current copy
+    since = app_client.get(url, headers={"If-Modified-Since": first.headers["last-modified"]})
+    assert since.status_code == 304
+    assert app_client.get(url, headers={"If-None-Match": "*"}).status_code == 304
+    metrics = app_client.get("/metrics").text
+    assert 'atlas_http_requests_total{method="GET",route="/techniques",status="200"} 3' in metrics
+
+
+def test_a_write_drops_the_held_bodies(app_client, monkeypatch):
+    url = "/techniques?fields=slug,name&limit=100"
+    assert {t["slug"]: t["name"] for t in app_client.get(url).json()["items"]}["cbam"] != "CBAM (held?)"
+    r = app_client.patch("/techniques/cbam", content=json.dumps({"name": "CBAM (held?)"}), headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert {t["slug"]: t["name"] for t in app_client.get(url).json()["items"]}["cbam"] == "CBAM (held?)"
+    got = app_client.get("/techniques/cbam?fields=name")
+    assert got.json() == {"name": "CBAM (held?)"}
+
+
+def test_no_body_is_held_with_a_zero_budget(tmp_path, monkeypatch):
+    settings = make_settings(tmp_path, "sqlite", catalog_response_cache_bytes=0)
+    with TestClient(create_app(settings)) as c:
+        calls = _count_pages(monkeypatch)
+        for _ in range(3):
+            assert c.get("/techniques?limit=3").status_code == 200
+        assert calls[0] == 3
+        assert not c.app.state.catalogue.current().responses.bodies
+
+
+def test_held_bodies_stay_within_their_budget():
+    from service.catalog.snapshot import ResponseCache
+
+    cache, budget = ResponseCache(), 8000
+    for i in range(100):
+        cache.keep(("/techniques", f"limit={i}".encode()), f'"{i}"', None, b"x" * 700, budget)
+        assert cache.size <= budget
+        assert cache.get(("/techniques", f"limit={i}".encode())) == (f'"{i}"', None, b"x" * 700)
+    assert cache.size == sum(700 + len("/techniques") + len(k[1]) + 200 for k in cache.bodies)
+    cache.keep(("/techniques", b"big"), '"b"', None, b"x" * (budget // 8), budget)  # over an eighth: not kept
+    assert cache.get(("/techniques", b"big")) is None
