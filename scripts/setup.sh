@@ -39,6 +39,10 @@ if [ "$mode" = test ]; then
     'perceiver-pytorch==0.11.0' 'axial-attention==0.6.1' 'slot-attention==1.5.2' 'resnest==0.0.5' \
     'vit-pytorch==1.26.14' 'performer-pytorch==1.1.4' 'fightingcv-attention==1.0.0' \
     'self-attention-cv==1.2.3'
+  # OpenMMLab's NonLocal2d (mmcv.cnn) and DANet modules (mmsegmentation): the operator-free mmcv-lite (mmseg
+  # 1.2.2 refuses mmcv 2.2), and the pure-Python modules that mmcv and mmengine import on that path
+  .venv/bin/pip install -q --no-deps 'mmcv-lite==2.1.0' 'mmengine==0.10.7' 'mmsegmentation==1.2.2' \
+    'opencv-python-headless==5.0.0.93' 'addict==2.4.0' 'yapf==0.43.0' 'termcolor==3.3.0' 'platformdirs>=3.5.1'
 else
   step "installing $TORCH (CPU) and the service into .venv (a few minutes the first time)"
   .venv/bin/pip install -q "$TORCH" -e .

@@ -4,7 +4,8 @@ difference. Each test skips when its package is not installed (scripts/setup.sh 
 
 Packages whose top-level ``__init__`` imports unrelated models needing torchvision (vit-pytorch,
 self-attention-cv) or triton (performer-pytorch through local-attention) are loaded one submodule at a time,
-without running that ``__init__``."""
+without running that ``__init__``; so is mmsegmentation, whose heads package imports every head, some of them
+needing mmcv's compiled operators."""
 
 from __future__ import annotations
 
@@ -434,3 +435,116 @@ def test_self_attention_cv_axial_layer_takes_the_key_term_at_the_query_position(
         layer.rel_k.zero_()                                    # without the key term both agree
         theirs.RelativePosEncQKV.relative.data[d:2 * d].zero_()
         close(layer(x)[0], theirs(x.transpose(1, 2)).transpose(1, 2))
+
+
+# ------------------------------------------------------------------ OpenMMLab: mmcv's NonLocal2d, mmseg's DANet modules
+
+def _copy_conv(dst: torch.nn.Conv2d, src: torch.nn.Conv2d) -> None:
+    dst.weight.data.copy_(src.weight.data.reshape(dst.weight.shape))
+    if src.bias is not None:
+        dst.bias.data.copy_(src.bias.data)
+
+
+@pytest.mark.parametrize("subsample", [False, True])
+@pytest.mark.parametrize("pairwise", ["embedded_gaussian", "gaussian", "dot_product", "concatenation"])
+def test_mmcv_non_local_2d(pairwise, subsample):
+    cnn = peer("mmcv", "cnn")
+    c, reduction = 8, 2
+    _, ours = build("non-local", {"x": (2, c, 6, 4)}, pairwise=pairwise, subsample=subsample)
+    theirs = cnn.NonLocal2d(c, reduction=reduction, use_scale=False, mode=pairwise, sub_sample=subsample,
+                            norm_cfg=None).double()
+    unpooled = (lambda m: m[0]) if subsample else (lambda m: m)
+    _copy_conv(unpooled(theirs.g).conv, ours.g)
+    _copy_conv(theirs.conv_out.conv, ours.w_z)
+    if pairwise != "gaussian":
+        _copy_conv(theirs.theta.conv, ours.theta)
+        _copy_conv(unpooled(theirs.phi).conv, ours.phi)
+    if pairwise == "concatenation":  # the package's [theta, phi] -> 1 projection with its ReLU is w_f
+        theirs.concat_project.conv.weight.data.copy_(ours.w_f.weight.data.reshape(1, 2 * c // reduction, 1, 1))
+    x = torch.randn(2, c, 6, 4, dtype=DT)
+    with torch.no_grad():
+        close(ours(x)["output"], theirs(x))
+
+
+def test_mmcv_non_local_default_scales_the_embedded_gaussian_by_the_inner_width():
+    cnn = peer("mmcv", "cnn")
+    c = 8
+    _, ours = build("non-local", {"x": (1, c, 5, 5)})
+    theirs = cnn.NonLocal2d(c, norm_cfg=None).double()          # use_scale=True is the package's default
+    for mine, their in ((ours.g, theirs.g.conv), (ours.w_z, theirs.conv_out.conv), (ours.theta, theirs.theta.conv),
+                        (ours.phi, theirs.phi.conv)):
+        _copy_conv(their, mine)
+    x = torch.randn(1, c, 5, 5, dtype=DT)
+    with torch.no_grad():
+        assert not torch.allclose(ours(x)["output"], theirs(x))  # the paper's Eq. 3 has no 1/sqrt(C') (Sec. 3.2)
+        ours.theta.weight.div_(math.sqrt(c // 2))
+        ours.theta.bias.div_(math.sqrt(c // 2))
+        close(ours(x)["output"], theirs(x))
+
+
+def _mmseg_da_head():
+    """mmseg's decode_heads/da_head.py without the package's __init__ files, which import every head, some of
+    them needing mmcv's compiled operators (mmcv-lite has none): the registry, the helpers and the decode-head
+    base class that the PAM and CAM classes do not use get stand-ins."""
+    name = "mmseg.models.decode_heads.da_head"
+    if name in sys.modules:
+        return sys.modules[name]
+    if importlib.util.find_spec("mmseg") is None or importlib.util.find_spec("mmcv") is None:
+        pytest.skip("mmsegmentation / mmcv-lite are not installed")
+    root = importlib.util.find_spec("mmseg").submodule_search_locations[0]
+    saved = {k: v for k, v in sys.modules.items() if k == "mmseg" or k.startswith("mmseg.")}
+    registry = types.SimpleNamespace(register_module=lambda *a, **k: (lambda cls: cls))
+
+    def bare(pkg: str, path: str) -> types.ModuleType:
+        mod = types.ModuleType(pkg)
+        mod.__path__ = [f"{root}/{path}"]
+        sys.modules[pkg] = mod
+        return mod
+
+    def load(mod_name: str, path: str) -> types.ModuleType:
+        spec = importlib.util.spec_from_file_location(mod_name, f"{root}/{path}")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[mod_name] = mod
+        spec.loader.exec_module(mod)
+        return mod
+
+    try:
+        bare("mmseg", "")
+        sys.modules["mmseg.registry"] = types.SimpleNamespace(MODELS=registry)
+        sys.modules["mmseg.utils"] = types.SimpleNamespace(SampleList=list, add_prefix=None)
+        bare("mmseg.models", "models")
+        utils = bare("mmseg.models.utils", "models/utils")
+        utils.SelfAttentionBlock = load("mmseg.models.utils.self_attention_block",
+                                        "models/utils/self_attention_block.py").SelfAttentionBlock
+        bare("mmseg.models.decode_heads", "models/decode_heads")
+        sys.modules["mmseg.models.decode_heads.decode_head"] = types.SimpleNamespace(BaseDecodeHead=torch.nn.Module)
+        da = load(name, "models/decode_heads/da_head.py")
+    except ImportError as exc:
+        pytest.skip(f"{name} cannot be loaded here: {exc}")
+    finally:
+        for k in [k for k in sys.modules if k == "mmseg" or k.startswith("mmseg.")]:
+            del sys.modules[k]
+        sys.modules.update(saved)
+    return da
+
+
+def test_mmseg_danet_position_and_released_channel_modules():
+    da = _mmseg_da_head()
+    c = 16
+    _, ours = build("dual-attention", {"x": (2, c, 5, 4)}, cam_energy="released")
+    pam, cam = da.PAM(c, c // 8).double(), da.CAM().double()
+    _copy_conv(pam.query_project, ours.conv_c)   # C: taken at the output position j
+    _copy_conv(pam.key_project, ours.conv_b)     # B: taken at the attended positions i
+    _copy_conv(pam.value_project, ours.conv_d)
+    with torch.no_grad():
+        ours.alpha.fill_(0.7)
+        ours.beta.fill_(-0.4)
+        pam.gamma.scale.fill_(0.7)
+        cam.gamma.scale.fill_(-0.4)
+        x = torch.randn(2, c, 5, 4, dtype=DT)
+        close(ours(x)["output"], pam(x) + cam(x))          # E^p + E^c, each with its residual
+        close(ours(x, need_weights=False)["output"], pam(x) + cam(x))
+        # the paper's Eq. 3 (softmax of A A^T, the default here) is not the package's softmax(max - A A^T)
+        _, paper = build("dual-attention", {"x": (2, c, 5, 4)})
+        paper.load_state_dict(ours.state_dict())
+        assert not torch.allclose(paper(x)["output"], pam(x) + cam(x))
