@@ -548,3 +548,49 @@ def test_mmseg_danet_position_and_released_channel_modules():
         _, paper = build("dual-attention", {"x": (2, c, 5, 4)})
         paper.load_state_dict(ours.state_dict())
         assert not torch.allclose(paper(x)["output"], pam(x) + cam(x))
+
+
+def _mmseg_ema_head():
+    """mmseg's decode_heads/ema_head.py, loaded as _mmseg_da_head loads the DANet head."""
+    name = "mmseg.models.decode_heads.ema_head"
+    _mmseg_da_head()  # skips when the packages are absent
+    root = importlib.util.find_spec("mmseg").submodule_search_locations[0]
+    saved = {k: v for k, v in sys.modules.items() if k == "mmseg" or k.startswith("mmseg.")}
+    try:
+        for pkg, path in (("mmseg", ""), ("mmseg.models", "models"), ("mmseg.models.decode_heads", "models/decode_heads")):
+            mod = types.ModuleType(pkg)
+            mod.__path__ = [f"{root}/{path}"]
+            sys.modules[pkg] = mod
+        sys.modules["mmseg.registry"] = types.SimpleNamespace(
+            MODELS=types.SimpleNamespace(register_module=lambda *a, **k: (lambda cls: cls)))
+        sys.modules["mmseg.models.decode_heads.decode_head"] = types.SimpleNamespace(BaseDecodeHead=torch.nn.Module)
+        spec = importlib.util.spec_from_file_location(name, f"{root}/models/decode_heads/ema_head.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+        return mod
+    except ImportError as exc:
+        pytest.skip(f"{name} cannot be loaded here: {exc}")
+    finally:
+        for k in [k for k in sys.modules if k == "mmseg" or k.startswith("mmseg.")]:
+            del sys.modules[k]
+        sys.modules.update(saved)
+
+
+def test_mmseg_ema_module_reconstruction():
+    ema = _mmseg_ema_head()
+    c, k, stages = 8, 6, 3
+    _, ours = build("expectation-maximization-attention", {"x": (2, c, 5, 4)}, bases=k, iterations=stages)
+    theirs = ema.EMAModule(c, k, stages, momentum=0.1).double().eval()
+    theirs.bases.copy_(ours.mu)
+    x = torch.randn(2, c, 5, 4, dtype=DT)
+    with torch.no_grad():
+        got = ours(x)
+        z = got["responsibilities"].flatten(2)                   # [B, K, N]
+        recon = got["bases"] @ z                                  # X~ = mu Z^T: [B, C, N]
+        want = theirs(ours.conv_in(x)).flatten(2)
+        # the M-step weights are z / (1e-6 + sum z) here (the authors' EMANet code), an L1 normalisation in the
+        # package: they differ by one factor per base, which the L2 normalisation of the base removes
+        close(recon, want)
+        feats = ours.conv_in(x).flatten(2)
+        close(got["bases"], F.normalize(feats @ F.normalize(z.transpose(1, 2), p=1, dim=1), dim=1))  # last M-step
