@@ -42,23 +42,22 @@ def _math(body: str, script) -> str:
     return _COMMAND.sub("", body)
 
 
-def plain_text(value: str | None) -> str:
-    """``$A^2$-Nets`` -> ``A²-Nets``; braces and LaTeX commands dropped, white space collapsed."""
+def _flatten(value: str | None, script) -> str:
+    """Inline math rendered with ``script``, braces and LaTeX commands dropped, white space collapsed."""
     if not value:
         return ""
     if not any(c in value for c in "${}\\"):
         return " ".join(value.split())
-    value = _MATH.sub(lambda m: _math(m.group(1), _unicode_script), value)
+    value = _MATH.sub(lambda m: _math(m.group(1), script), value)
     value = value.replace("{", "").replace("}", "")
     return re.sub(r"\s+", " ", value).strip()
+
+
+def plain_text(value: str | None) -> str:
+    """``$A^2$-Nets`` -> ``A²-Nets``; braces and LaTeX commands dropped, white space collapsed."""
+    return _flatten(value, _unicode_script)
 
 
 def csl_markup(value: str | None) -> str:
     """``$A^2$-Nets`` -> ``A<sup>2</sup>-Nets``; braces and other LaTeX commands dropped."""
-    if not value:
-        return ""
-    if not any(c in value for c in "${}\\"):
-        return " ".join(value.split())
-    value = _MATH.sub(lambda m: _math(m.group(1), _tagged_script), value)
-    value = value.replace("{", "").replace("}", "")
-    return re.sub(r"\s+", " ", value).strip()
+    return _flatten(value, _tagged_script)
