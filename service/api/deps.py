@@ -31,27 +31,35 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 _ALLOWED_CACHE: dict[int, frozenset[str]] = {}
 
 
-def _query_names(dependant) -> set[str]:
-    names = {p.alias for p in dependant.query_params}
+def query_params(dependant) -> dict[str, Any]:
+    """The query parameters an operation declares, by name, with those of its dependencies first (the order
+    in which FastAPI validates them)."""
+    out: dict[str, Any] = {}
     for sub in dependant.dependencies:
-        names |= _query_names(sub)
-    return names
+        out.update(query_params(sub))
+    out.update((p.alias, p) for p in dependant.query_params)
+    return out
+
+
+def refuse_unknown_query(request: Request, allowed: frozenset[str]) -> None:
+    """400 naming the query parameters that are not in ``allowed`` (a typo should not be silently ignored)."""
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        raise ApiError(400, f"unknown query parameter(s): {quote(', '.join(unknown))}",
+                       details={"unknown": unknown, "allowed": sorted(allowed)})
 
 
 async def forbid_unknown_query(request: Request) -> None:
-    """Reject query parameters the operation does not define (a typo should not be silently ignored)."""
+    """Reject query parameters the operation does not define."""
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
     if dependant is None:
         return
     allowed = _ALLOWED_CACHE.get(id(route))
     if allowed is None:
-        allowed = frozenset(_query_names(dependant))
+        allowed = frozenset(query_params(dependant))
         _ALLOWED_CACHE[id(route)] = allowed
-    unknown = sorted(set(request.query_params) - allowed)
-    if unknown:
-        raise ApiError(400, f"unknown query parameter(s): {quote(', '.join(unknown))}",
-                       details={"unknown": unknown, "allowed": sorted(allowed)})
+    refuse_unknown_query(request, allowed)
 
 
 def etag_for(body: bytes) -> str:

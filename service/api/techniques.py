@@ -15,7 +15,7 @@ from ..catalog import query
 from ..catalog.snapshot import derived_etag, dumps, select_page
 from ..errors import ERROR_SCHEMA, ApiError, quote
 from . import readmodel
-from .deps import SettingsDep
+from .deps import SettingsDep, query_params, refuse_unknown_query
 
 router = APIRouter(tags=["techniques"])
 
@@ -96,26 +96,15 @@ class _ListRoute(APIRoute):
     query."""
 
     def get_route_handler(self):
-        declared: dict[str, Any] = {}
-
-        def walk(dependant) -> None:  # sub-dependencies first: errors come in FastAPI's order
-            for sub in dependant.dependencies:
-                walk(sub)
-            for p in dependant.query_params:
-                declared[p.alias] = p
-
-        walk(self.dependant)
+        declared = query_params(self.dependant)  # in FastAPI's order, so errors come in the same order
         model = create_model("TechniqueListQuery", __config__=ConfigDict(extra="forbid"),
                              **{alias: (p.field_info.annotation, p.field_info) for alias, p in declared.items()})
         many = frozenset(a for a, p in declared.items() if get_origin(p.field_info.annotation) is list)
         allowed = frozenset(declared)
 
         async def handler(request: Request) -> Response:
+            refuse_unknown_query(request, allowed)
             params = request.query_params
-            unknown = sorted(set(params) - allowed)
-            if unknown:
-                raise ApiError(400, f"unknown query parameter(s): {quote(', '.join(unknown))}",
-                               details={"unknown": unknown, "allowed": sorted(allowed)})
             raw = {k: (params.getlist(k) if k in many else params[k]) for k in params}
             try:
                 v = model.model_validate(raw)
