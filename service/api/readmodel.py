@@ -139,29 +139,24 @@ class NotModifiedMiddleware:
             await self.app(scope, receive, send)
             return
         scope[SCOPE_KEY] = snap
-        inm = None
+        tags = None
         conditional_on_date = False
         for name, value in scope["headers"]:
             if name == b"if-none-match":
-                inm = value.decode("latin-1")
+                tags = _tags(value.decode("latin-1"))
             elif name == b"if-modified-since":
                 conditional_on_date = True
-        if inm is not None:
-            found = self._validators(state, snap, template, slug, scope["query_string"])
-            if found is not None:
-                etag, last_modified_http = found
-                tags = _tags(inm)
-                if etag in tags and "*" not in tags:
-                    scope["route"] = _LABELS[template]
-                    await send({"type": "http.response.start", "status": 304,
-                                "headers": _raw_headers(etag, last_modified_http)})
-                    await send({"type": "http.response.body", "body": b""})
-                    return
-        # If-Modified-Since alone, or If-None-Match: *, is for the route to compare
-        if (inm is None and not conditional_on_date) or (inm is not None and "*" not in _tags(inm)):
-            held = self._held(snap, template, slug, path, scope["query_string"])
-            if held is not None:
-                etag, last_modified_http, body = held
+        found = self._known(state, snap, template, slug, path, scope["query_string"], tags is not None)
+        if found is not None:
+            etag, last_modified_http, body = found
+            if tags is not None and etag in tags and "*" not in tags:
+                scope["route"] = _LABELS[template]
+                await send({"type": "http.response.start", "status": 304,
+                            "headers": _raw_headers(etag, last_modified_http)})
+                await send({"type": "http.response.body", "body": b""})
+                return
+            # If-Modified-Since alone, or If-None-Match: *, is for the route to compare
+            if body is not None and (not conditional_on_date if tags is None else "*" not in tags):
                 scope["route"] = _LABELS[template]
                 await send({"type": "http.response.start", "status": 200,
                             "headers": _raw_headers(etag, last_modified_http, body)})
@@ -170,33 +165,27 @@ class NotModifiedMiddleware:
         await self.app(scope, receive, send)
 
     @staticmethod
-    def _held(snap: Snapshot, template: str, slug: str | None, path: str,
-              query_string: bytes) -> tuple[str, str | None, bytes] | None:
-        """The ETag, Last-Modified and body of a 200 for this exact request, where the snapshot holds them."""
-        if not query_string and template != "/techniques":
-            if template == "/techniques/{slug}":
-                entry = snap.entries.get(slug or "")
-                res = entry.resource if entry is not None else None
-            else:
-                res = snap.taxonomy if template == "/taxonomy" else snap.applications
-            return (res.etag, res.last_modified_http, res.body) if res is not None else None
-        return snap.responses.get((path, query_string))
-
-    @staticmethod
-    def _validators(state, snap: Snapshot, template: str, slug: str | None,
-                    query_string: bytes) -> tuple[str, str | None] | None:
-        """The ETag and Last-Modified a 200 for this exact request had; None where only the route can tell
-        (e.g. a query string on a resource that takes none, which is refused)."""
-        if template == "/techniques":
-            return list_etag(state, snap, template, query_string), snap.last_modified_http
+    def _known(state, snap: Snapshot, template: str, slug: str | None, path: str, query_string: bytes,
+               want_validators: bool) -> tuple[str, str | None, bytes | None] | None:
+        """The ETag, Last-Modified and body of a 200 for this exact request. The body where the snapshot
+        holds it (a resource as built; a list or field selection once built, see ``respond``); else, when
+        ``want_validators``, the validators alone, derived without building the body. None where only the
+        route can tell (e.g. a query string on a resource that takes none, which is refused)."""
+        if template in ("/taxonomy", "/applications"):
+            if query_string:
+                return None
+            res = snap.taxonomy if template == "/taxonomy" else snap.applications
+            return res.etag, res.last_modified_http, res.body
         if template == "/techniques/{slug}":
             entry = snap.entries.get(slug or "")
             if entry is None:
                 return None
             if not query_string:
-                return entry.resource.etag, entry.resource.last_modified_http
-            return derived_etag(entry.resource.etag, query_string.decode("latin-1")), entry.resource.last_modified_http
-        if query_string:
-            return None
-        res = snap.taxonomy if template == "/taxonomy" else snap.applications
-        return res.etag, res.last_modified_http
+                return entry.resource.etag, entry.resource.last_modified_http, entry.resource.body
+        held = snap.responses.get((path, query_string))
+        if held is not None or not want_validators:
+            return held
+        if template == "/techniques":
+            return list_etag(state, snap, template, query_string), snap.last_modified_http, None
+        res = entry.resource
+        return derived_etag(res.etag, query_string.decode("latin-1")), res.last_modified_http, None
