@@ -482,18 +482,16 @@ def test_mmcv_non_local_default_scales_the_embedded_gaussian_by_the_inner_width(
         close(ours(x)["output"], theirs(x))
 
 
-def _mmseg_da_head():
-    """mmseg's decode_heads/da_head.py without the package's __init__ files, which import every head, some of
-    them needing mmcv's compiled operators (mmcv-lite has none): the registry, the helpers and the decode-head
-    base class that the PAM and CAM classes do not use get stand-ins."""
-    name = "mmseg.models.decode_heads.da_head"
-    if name in sys.modules:
-        return sys.modules[name]
+def _mmseg_head(module: str, helpers: bool = False) -> types.ModuleType:
+    """``mmseg.models.decode_heads.<module>`` without the package's __init__ files, which import every head,
+    some of them needing mmcv's compiled operators (mmcv-lite has none). The registry and the decode-head base
+    class, which the compared modules do not use, get stand-ins; with ``helpers``, so do mmseg.utils and
+    mmseg.models.utils, the latter holding only the real SelfAttentionBlock."""
+    name = f"mmseg.models.decode_heads.{module}"
     if importlib.util.find_spec("mmseg") is None or importlib.util.find_spec("mmcv") is None:
         pytest.skip("mmsegmentation / mmcv-lite are not installed")
     root = importlib.util.find_spec("mmseg").submodule_search_locations[0]
     saved = {k: v for k, v in sys.modules.items() if k == "mmseg" or k.startswith("mmseg.")}
-    registry = types.SimpleNamespace(register_module=lambda *a, **k: (lambda cls: cls))
 
     def bare(pkg: str, path: str) -> types.ModuleType:
         mod = types.ModuleType(pkg)
@@ -510,26 +508,27 @@ def _mmseg_da_head():
 
     try:
         bare("mmseg", "")
-        sys.modules["mmseg.registry"] = types.SimpleNamespace(MODELS=registry)
-        sys.modules["mmseg.utils"] = types.SimpleNamespace(SampleList=list, add_prefix=None)
+        sys.modules["mmseg.registry"] = types.SimpleNamespace(
+            MODELS=types.SimpleNamespace(register_module=lambda *a, **k: (lambda cls: cls)))
         bare("mmseg.models", "models")
-        utils = bare("mmseg.models.utils", "models/utils")
-        utils.SelfAttentionBlock = load("mmseg.models.utils.self_attention_block",
-                                        "models/utils/self_attention_block.py").SelfAttentionBlock
+        if helpers:
+            sys.modules["mmseg.utils"] = types.SimpleNamespace(SampleList=list, add_prefix=None)
+            utils = bare("mmseg.models.utils", "models/utils")
+            utils.SelfAttentionBlock = load("mmseg.models.utils.self_attention_block",
+                                            "models/utils/self_attention_block.py").SelfAttentionBlock
         bare("mmseg.models.decode_heads", "models/decode_heads")
         sys.modules["mmseg.models.decode_heads.decode_head"] = types.SimpleNamespace(BaseDecodeHead=torch.nn.Module)
-        da = load(name, "models/decode_heads/da_head.py")
+        return load(name, f"models/decode_heads/{module}.py")
     except ImportError as exc:
         pytest.skip(f"{name} cannot be loaded here: {exc}")
     finally:
         for k in [k for k in sys.modules if k == "mmseg" or k.startswith("mmseg.")]:
             del sys.modules[k]
         sys.modules.update(saved)
-    return da
 
 
 def test_mmseg_danet_position_and_released_channel_modules():
-    da = _mmseg_da_head()
+    da = _mmseg_head("da_head", helpers=True)
     c = 16
     _, ours = build("dual-attention", {"x": (2, c, 5, 4)}, cam_energy="released")
     pam, cam = da.PAM(c, c // 8).double(), da.CAM().double()
@@ -550,35 +549,8 @@ def test_mmseg_danet_position_and_released_channel_modules():
         assert not torch.allclose(paper(x)["output"], pam(x) + cam(x))
 
 
-def _mmseg_ema_head():
-    """mmseg's decode_heads/ema_head.py, loaded as _mmseg_da_head loads the DANet head."""
-    name = "mmseg.models.decode_heads.ema_head"
-    _mmseg_da_head()  # skips when the packages are absent
-    root = importlib.util.find_spec("mmseg").submodule_search_locations[0]
-    saved = {k: v for k, v in sys.modules.items() if k == "mmseg" or k.startswith("mmseg.")}
-    try:
-        for pkg, path in (("mmseg", ""), ("mmseg.models", "models"), ("mmseg.models.decode_heads", "models/decode_heads")):
-            mod = types.ModuleType(pkg)
-            mod.__path__ = [f"{root}/{path}"]
-            sys.modules[pkg] = mod
-        sys.modules["mmseg.registry"] = types.SimpleNamespace(
-            MODELS=types.SimpleNamespace(register_module=lambda *a, **k: (lambda cls: cls)))
-        sys.modules["mmseg.models.decode_heads.decode_head"] = types.SimpleNamespace(BaseDecodeHead=torch.nn.Module)
-        spec = importlib.util.spec_from_file_location(name, f"{root}/models/decode_heads/ema_head.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-        return mod
-    except ImportError as exc:
-        pytest.skip(f"{name} cannot be loaded here: {exc}")
-    finally:
-        for k in [k for k in sys.modules if k == "mmseg" or k.startswith("mmseg.")]:
-            del sys.modules[k]
-        sys.modules.update(saved)
-
-
 def test_mmseg_ema_module_reconstruction():
-    ema = _mmseg_ema_head()
+    ema = _mmseg_head("ema_head")
     c, k, stages = 8, 6, 3
     _, ours = build("expectation-maximization-attention", {"x": (2, c, 5, 4)}, bases=k, iterations=stages)
     theirs = ema.EMAModule(c, k, stages, momentum=0.1).double().eval()
