@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import random
 
-import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
@@ -54,7 +53,7 @@ def test_same_answers_as_fastapi_parameter_handling(tmp_path, monkeypatch):
         with TestClient(create_app(settings), raise_server_exceptions=False) as c:
             got[name] = [_answer(c.get("/techniques?" + q)) for q in queries]
     assert {s for s, _ in got["compiled"]} == {200, 400, 422}  # the sample reaches every outcome
-    for q, a, b in zip(queries, got["compiled"], got["fastapi"]):
+    for q, a, b in zip(queries, got["compiled"], got["fastapi"], strict=True):
         assert a == b, q
 
 

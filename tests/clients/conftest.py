@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
+from tests.live import free_port, stop, wait_ready
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +27,7 @@ def live_server_shm(tmp_path_factory):
 
 
 def _serve(var: Path, extra: dict[str, str]):
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATLAS_") and k != "DATABASE_URL"}
     env.update(ATLAS_VAR_DIR=str(var), ATLAS_HOST="127.0.0.1", ATLAS_PORT=str(port), **extra)
     log = open(var / "server.log", "wb")  # noqa: SIM115 - closed at teardown
@@ -42,25 +35,9 @@ def _serve(var: Path, extra: dict[str, str]):
                              "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
                             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
     try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the server exited: {(var / 'server.log').read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the server did not become ready in 120 s")
-            time.sleep(0.2)
+        wait_ready(url, proc, output=lambda: (var / "server.log").read_text()[-2000:])
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         log.close()

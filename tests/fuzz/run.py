@@ -15,17 +15,15 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+from tests.live import free_port, stop, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "atlas_fuzz-write-key-0123456789abcdef"
@@ -46,33 +44,13 @@ class Outcome:
         return self.returncode == 0 and not self.server_errors
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the service exited with {proc.returncode} before it was ready")
-        try:
-            if httpx.get(url + "/readyz", timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError("the service did not become ready")
-
-
 @contextmanager
 def serve(tmp: str) -> Iterator[tuple[str, dict[str, str], Path]]:
     """The service on a free loopback port with a fresh SQLite database in ``tmp`` and the write key
     :data:`KEY`; yields (base URL, its environment, its log file) and stops it afterwards."""
     from service.auth import hash_key
 
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "ATLAS_VAR_DIR": tmp, "ATLAS_DATABASE_URL": f"sqlite:///{tmp}/atlas.db",
            "ATLAS_API_KEYS": f"fuzz:write:{hash_key(KEY)}", "PYTHONPATH": str(ROOT),
@@ -83,14 +61,10 @@ def serve(tmp: str) -> Iterator[tuple[str, dict[str, str], Path]]:
             [sys.executable, "-m", "uvicorn", "--factory", "service.main:create_app", "--host", "127.0.0.1",
              "--port", str(port), "--log-level", "warning"], cwd=ROOT, env=env, stdout=log, stderr=log)
         try:
-            _wait_ready(base, server)
+            wait_ready(base, server)
             yield base, env, log_path
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop(server)
 
 
 def fuzz(max_examples: int = CI_MAX_EXAMPLES, seed: int = SEED, max_time: int | None = None, workers: int = 1,

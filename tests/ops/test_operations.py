@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from service.cli import main as cli_main
 from service.main import create_app
 from service.observability import JsonFormatter
 from tests.conftest import make_settings
+from tests.live import free_port, wait_ready
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -89,30 +89,14 @@ def test_online_backup_is_consistent_while_a_writer_is_busy(tmp_path, monkeypatc
         assert c.get("/techniques").json()["total"] == total
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(env_extra: dict[str, str], tmp: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "ATLAS_VAR_DIR": str(tmp), "ATLAS_PORT": str(port), "ATLAS_HOST": "127.0.0.1", **env_extra}
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited: {proc.stdout.read()}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    raise AssertionError("server did not become ready")
+    wait_ready(base, proc, timeout=90, output=proc.stdout.read)
+    return proc, base
 
 
 def test_graceful_shutdown_finishes_the_running_request(tmp_path):

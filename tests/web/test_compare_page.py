@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import struct
 import subprocess
 import threading
@@ -17,6 +16,7 @@ from sqlmodel import select
 
 from service.models import Technique
 from service.settings import REPO_DATA
+from tests.live import free_port
 
 from .html_tree import parse, submission
 
@@ -152,15 +152,9 @@ def test_index_offers_a_compare_selection(web, db):
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def live_server(web):
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(web.app, host="127.0.0.1", port=port, log_level="warning",
                                            lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
