@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from _support import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -46,12 +46,6 @@ REQUESTS = [
     ("row", "/techniques/squeeze-and-excitation", "/atlas/techniques/squeeze-and-excitation.json"),
 ]
 FULL_LIST = "/techniques?limit=20"  # twenty whole records: the 304's counterpart
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_ready(base: str, path: str, proc: subprocess.Popen, timeout: float = 120) -> None:

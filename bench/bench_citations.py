@@ -22,6 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _support import median_time  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 from sqlmodel import Session  # noqa: E402
@@ -41,16 +42,6 @@ CITATIONS = [  # what a reader asks for: (label, path, params)
     ("export 3 slugs csl", "/export", [("slug", "cbam"), ("slug", "non-local"), ("slug", "transformer"),
                                       ("format", "csl-json")]),
 ]
-
-
-def median_ms(fn, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000
 
 
 def clear_rendering(client) -> None:
@@ -115,21 +106,22 @@ def export_figures(client, repeat: int) -> dict[str, tuple[float, float, float |
             t = time.perf_counter()
             get()
             cold.append(time.perf_counter() - t)
-        warm_ms = median_ms(get, repeat)
+        warm_ms = median_time(get, repeat, warmup=1) * 1000
 
         def new_set(style=style):
             # a filter set not asked for before, once the whole library is rendered: entries from the cache
             library_for(client.app).bodies.clear()
             r = client.get("/export", params={"format": "text", "style": style, "category": "soft"})
             assert r.status_code == 200
-        out[style] = (statistics.median(cold) * 1000, warm_ms, median_ms(new_set, repeat))
+        out[style] = (statistics.median(cold) * 1000, warm_ms, median_time(new_set, repeat, warmup=1) * 1000)
     for fmt in ("bibtex", "csl-json", "ris"):
         def get(fmt=fmt):
             assert client.get("/export", params={"format": fmt}).status_code == 200
         def cold_get(get=get):
             clear_rendering(client)
             get()
-        out[fmt] = (median_ms(cold_get, max(2, repeat // 3)), median_ms(get, repeat), None)
+        out[fmt] = (median_time(cold_get, max(2, repeat // 3), warmup=1) * 1000,
+                    median_time(get, repeat, warmup=1) * 1000, None)
     return out
 
 

@@ -22,6 +22,8 @@ from safetensors.torch import save as st_save
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _support import free_port, median_time  # noqa: E402
+
 from service.mechanisms import registry, runtime  # noqa: E402
 
 SHAPE = (8, 256, 28, 28)
@@ -31,17 +33,6 @@ API_CASES = [  # slug, hyper-parameters for the benchmark input
     ("non-local", {}),
     ("vision-transformer", {"patch_size": 4}),
 ]
-
-
-def median_time(fn, repeat: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def paired(fa, fb, repeat: int, warmup: int = 2) -> tuple[float, float]:
@@ -56,12 +47,6 @@ def paired(fa, fb, repeat: int, warmup: int = 2) -> tuple[float, float]:
             fn()
             acc.append(time.perf_counter() - t)
     return statistics.median(ta), statistics.median(tb)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(tmp: str, extra: dict[str, str] | None = None) -> tuple[subprocess.Popen, str, float]:

@@ -18,18 +18,13 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from _support import free_port
 
 
 def _cpu_s(pid: int) -> float:
@@ -39,7 +34,7 @@ def _cpu_s(pid: int) -> float:
 
 
 def time_to_health(cmd: list[str], cwd: Path, log: Path, limit_s: float = 900) -> tuple[float, float]:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATLAS_") and k != "DATABASE_URL"}
     env["ATLAS_PORT"] = str(port)
     start = time.perf_counter()
