@@ -57,17 +57,24 @@ def sync(engine, root=REPO_DATA):
     return sync_from(engine, root)
 
 
-def _sql_pages(engine, flt, sort, limit):
+def _all_pages(page_at) -> list[tuple]:
+    """Every page from ``page_at(cursor)`` -> (slugs, total, next_cursor, ranks), following next_cursor."""
     out, cursor = [], None
-    with Session(engine) as s:
-        for _ in range(100):
-            page = query.list_techniques(s, flt, sort, limit, cursor)
-            out.append(([t.slug for t in page.items], page.total, page.next_cursor,
-                        [page.ranks.get(t.slug) for t in page.items]))
-            cursor = page.next_cursor
-            if not cursor:
-                return out
+    for _ in range(100):
+        out.append(page_at(cursor))
+        cursor = out[-1][2]
+        if not cursor:
+            return out
     raise AssertionError("paging did not end")
+
+
+def _sql_pages(engine, flt, sort, limit):
+    with Session(engine) as s:
+        def page_at(cursor):
+            page = query.list_techniques(s, flt, sort, limit, cursor)
+            return ([t.slug for t in page.items], page.total, page.next_cursor,
+                    [page.ranks.get(t.slug) for t in page.items])
+        return _all_pages(page_at)
 
 
 def _snapshot_pages(engine, snap, flt, sort, limit):
@@ -77,15 +84,12 @@ def _snapshot_pages(engine, snap, flt, sort, limit):
         own = DedicatedConnection(engine)
         assert query.search_ranks(engine, flt.q, own) == ranks  # the request path's own connection
         own.close()
-    out, cursor = [], None
-    for _ in range(100):
+
+    def page_at(cursor):
         page = select_page(snap, flt, sort, limit, cursor, ranks)
-        out.append(([e.slug for e in page.entries], page.total, page.next_cursor,
-                    [page.ranks.get(e.slug) for e in page.entries]))
-        cursor = page.next_cursor
-        if not cursor:
-            return out
-    raise AssertionError("paging did not end")
+        return ([e.slug for e in page.entries], page.total, page.next_cursor,
+                [page.ranks.get(e.slug) for e in page.entries])
+    return _all_pages(page_at)
 
 
 @pytest.mark.parametrize("flt", CASES, ids=lambda f: ",".join(f"{k}={v}" for k, v in vars(f).items() if v))
