@@ -43,38 +43,38 @@ def numpy_scan(f, e, w, b, direction, l1, pooling, l2, clip="relu", l2_normalise
     return out, att, rel, sim
 
 
-@pytest.mark.parametrize("direction,pooling,l1", [("t-i", "avg", 9.0), ("i-t", "lse", 4.0)])
-def test_matches_numpy_equations(direction, pooling, l1):
-    regions, words = torch.randn(2, 5, 10, dtype=torch.float64), torch.randn(2, 4, 6, dtype=torch.float64)
-    params = MECH.resolve_params({"direction": direction, "pooling": pooling, "lambda_1": l1})
-    module = runtime.build_module(MECH, {"regions": regions.shape, "words": words.shape}, params, seed=2,
+def _against_numpy(regions, words, params: dict, **switches):
+    """The mechanism with ``params`` (and the switches) against numpy_scan on each batch item; returns its
+    outputs and numpy's attended vectors."""
+    resolved = MECH.resolve_params({**params, **switches})
+    module = runtime.build_module(MECH, {"regions": regions.shape, "words": words.shape}, resolved, seed=2,
                                   dtype=torch.float64)
     sd = {k: v.numpy() for k, v in module.state_dict().items()}
     got = runtime.forward(MECH, module, {"regions": regions, "words": words})
-    for bi in range(2):
+    outs = []
+    for bi in range(regions.shape[0]):
         out, att, rel, sim = numpy_scan(regions[bi].numpy(), words[bi].numpy(), sd["fc.weight"], sd["fc.bias"],
-                                        direction, l1, pooling, 6.0)
+                                        resolved["direction"], resolved["lambda_1"], resolved["pooling"], 6.0,
+                                        **switches)
         np.testing.assert_allclose(got["output"][bi].numpy(), out, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(got["attention"][bi].numpy(), att, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(got["relevance"][bi].numpy(), rel, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(got["similarity"][bi].item(), sim, rtol=1e-10)
+        outs.append(out)
+    return got, outs
+
+
+@pytest.mark.parametrize("direction,pooling,l1", [("t-i", "avg", 9.0), ("i-t", "lse", 4.0)])
+def test_matches_numpy_equations(direction, pooling, l1):
+    regions, words = torch.randn(2, 5, 10, dtype=torch.float64), torch.randn(2, 4, 6, dtype=torch.float64)
+    _against_numpy(regions, words, {"direction": direction, "pooling": pooling, "lambda_1": l1})
 
 
 @pytest.mark.parametrize("direction", ["t-i", "i-t"])
 def test_released_clip_and_normalisation_match_numpy(direction):
     regions, words = torch.randn(2, 5, 10, dtype=torch.float64), torch.randn(2, 4, 6, dtype=torch.float64) * 3
-    params = MECH.resolve_params({"direction": direction, "clip": "leaky_relu", "l2_normalise": True})
-    module = runtime.build_module(MECH, {"regions": regions.shape, "words": words.shape}, params, seed=2,
-                                  dtype=torch.float64)
-    sd = {k: v.numpy() for k, v in module.state_dict().items()}
-    got = runtime.forward(MECH, module, {"regions": regions, "words": words})
-    for bi in range(2):
-        out, att, rel, sim = numpy_scan(regions[bi].numpy(), words[bi].numpy(), sd["fc.weight"], sd["fc.bias"],
-                                        direction, 9.0, "avg", 6.0, clip="leaky_relu", l2_normalise=True)
-        np.testing.assert_allclose(got["output"][bi].numpy(), out, rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(got["attention"][bi].numpy(), att, rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(got["similarity"][bi].item(), sim, rtol=1e-10)
-        # attended vectors are convex combinations of unit vectors
+    got, outs = _against_numpy(regions, words, {"direction": direction}, clip="leaky_relu", l2_normalise=True)
+    for out in outs:  # attended vectors are convex combinations of unit vectors
         assert (np.linalg.norm(out, axis=1) <= 1 + 1e-12).all()
     paper = runtime.forward(MECH, runtime.build_module(MECH, {"regions": regions.shape, "words": words.shape},
                                                        MECH.resolve_params({"direction": direction}), seed=2,
