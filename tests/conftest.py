@@ -11,7 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
+from service.db import make_engine
 from service.main import create_app
+from service.migrate import upgrade
 from service.settings import REPO_DATA, Settings
 
 PG_URL = os.environ.get("ATLAS_TEST_POSTGRES_URL")
@@ -58,3 +60,12 @@ def client(tmp_path_factory, backend):
 def fresh_settings(tmp_path, backend):
     """Settings for an empty database of the current backend, for tests that write."""
     return make_settings(tmp_path, backend)
+
+
+@pytest.fixture
+def migrated_engine(fresh_settings):
+    """An engine on that empty database, migrated to the newest revision; disposed afterwards."""
+    engine = make_engine(fresh_settings)
+    upgrade(engine)
+    yield engine
+    engine.dispose()

@@ -127,25 +127,17 @@ def test_a_cursor_with_a_key_of_the_wrong_type_is_a_400(engine):
     assert err.value.status == 400
 
 
-@pytest.fixture
-def own_engine(fresh_settings):
-    engine = make_engine(fresh_settings)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
-
-
 def _version(engine) -> int:
     with Session(engine) as s:
         return catalogue_version(s)
 
 
-def test_every_sync_raises_the_version_and_the_store_follows(own_engine, tmp_path, knowledge_dir):
-    v0 = _version(own_engine)
-    sync(own_engine)
-    v1 = _version(own_engine)
+def test_every_sync_raises_the_version_and_the_store_follows(migrated_engine, tmp_path, knowledge_dir):
+    v0 = _version(migrated_engine)
+    sync(migrated_engine)
+    v1 = _version(migrated_engine)
     assert v1 > v0
-    store = SnapshotStore(own_engine, check_interval_ms=0)
+    store = SnapshotStore(migrated_engine, check_interval_ms=0)
     first = store.current()
     assert first.version == v1 and store.current() is first  # unchanged version: the same snapshot
 
@@ -155,10 +147,10 @@ def test_every_sync_raises_the_version_and_the_store_follows(own_engine, tmp_pat
     doc = yaml.safe_load(path.read_text())
     doc["summary"] = doc["summary"] + " A sentence added to the file."
     path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
-    sync(own_engine, data)
-    assert _version(own_engine) > v1
+    sync(migrated_engine, data)
+    assert _version(migrated_engine) > v1
     second = store.current()
-    assert second is not first and second.version == _version(own_engine)
+    assert second is not first and second.version == _version(migrated_engine)
     assert json.loads(second.entries["cbam"].resource.body)["summary"] == doc["summary"]
     assert second.entries["cbam"].resource.etag != first.entries["cbam"].resource.etag
     assert second.digest != first.digest
@@ -166,31 +158,31 @@ def test_every_sync_raises_the_version_and_the_store_follows(own_engine, tmp_pat
     store.close()
 
 
-def test_the_store_rebuilds_on_the_version_alone(own_engine):
+def test_the_store_rebuilds_on_the_version_alone(migrated_engine):
     """A change written without raising the version is not seen; raising it makes it seen (the version is
     what every process compares)."""
-    sync(own_engine)
-    store = SnapshotStore(own_engine, check_interval_ms=0)
+    sync(migrated_engine)
+    store = SnapshotStore(migrated_engine, check_interval_ms=0)
     before = store.current()
-    with Session(own_engine) as s:
+    with Session(migrated_engine) as s:
         s.execute(text("UPDATE techniques SET name = 'Renamed' WHERE slug = 'cbam'"))
         s.commit()
     assert store.current() is before
-    with Session(own_engine) as s:
+    with Session(migrated_engine) as s:
         bump(s)
         s.commit()
     assert store.current().entries["cbam"].name == "Renamed"
     store.close()
 
 
-def test_a_check_interval_bounds_how_often_the_version_is_read(own_engine):
-    sync(own_engine)
+def test_a_check_interval_bounds_how_often_the_version_is_read(migrated_engine):
+    sync(migrated_engine)
     reads = []
-    store = SnapshotStore(own_engine, check_interval_ms=60_000)
+    store = SnapshotStore(migrated_engine, check_interval_ms=60_000)
     original = store._probe.read
     store._probe.read = lambda: reads.append(1) or original()
     snap = store.current()
-    with Session(own_engine) as s:
+    with Session(migrated_engine) as s:
         bump(s)
         s.commit()
     for _ in range(20):
@@ -199,9 +191,9 @@ def test_a_check_interval_bounds_how_often_the_version_is_read(own_engine):
     store.close()
 
 
-def test_version_on_an_empty_database(own_engine):
-    assert _version(own_engine) == 1  # the migration's seed row
-    with Session(own_engine) as s:
+def test_version_on_an_empty_database(migrated_engine):
+    assert _version(migrated_engine) == 1  # the migration's seed row
+    with Session(migrated_engine) as s:
         s.execute(text("DELETE FROM catalogue_version"))
         assert catalogue_version(s) == 0
         bump(s)  # a removed row is recreated

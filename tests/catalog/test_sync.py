@@ -18,11 +18,8 @@ from service.models import Reference, Technique
 
 
 @pytest.fixture
-def engine(fresh_settings):
-    engine = make_engine(fresh_settings)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
+def engine(migrated_engine):
+    return migrated_engine
 
 
 @pytest.fixture
