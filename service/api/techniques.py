@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal, get_origin
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from pydantic import ConfigDict, ValidationError, create_model
+from pydantic import ValidationError, create_model
 from starlette.concurrency import run_in_threadpool
 
 from ..catalog import query
@@ -97,7 +97,7 @@ class _ListRoute(APIRoute):
 
     def get_route_handler(self):
         declared = query_params(self.dependant)  # in FastAPI's order, so errors come in the same order
-        model = create_model("TechniqueListQuery", __config__=ConfigDict(extra="forbid"),
+        model = create_model("TechniqueListQuery",
                              **{alias: (p.field_info.annotation, p.field_info) for alias, p in declared.items()})
         many = frozenset(a for a, p in declared.items() if get_origin(p.field_info.annotation) is list)
         allowed = frozenset(declared)
