@@ -77,21 +77,21 @@ def not_modified(request: Request, etag: str, last_modified_http: str | None) ->
         return False
 
 
-def respond(request: Request, etag: str, last_modified_http: str | None, body: Callable[[], bytes],
-            media_type: str = "application/json") -> Response:
-    """200 with ``body()`` and validators, or 304 when the client's copy is current (the body is not built)."""
+def respond(request: Request, etag: str, last_modified_http: str | None, body: Callable[[], bytes]) -> Response:
+    """200 with the JSON ``body()`` and validators, or 304 when the client's copy is current (the body is not
+    built). A built list or field selection is kept with the snapshot for the next equal request (a record, the
+    taxonomy and the applications are the snapshot's own bodies already)."""
     headers = _headers(etag, last_modified_http)
     if not_modified(request, etag, last_modified_http):
         return Response(status_code=304, headers=headers)
     content = body()
     scope = request.scope
-    if media_type == "application/json" and scope["method"] == "GET" and (
-            scope["query_string"] or scope["path"] == "/techniques"):
+    if scope["method"] == "GET" and (scope["query_string"] or scope["path"] == "/techniques"):
         snap = scope.get(SCOPE_KEY)
         budget = request.app.state.settings.catalog_response_cache_bytes
         if snap is not None and budget:
             snap.responses.keep((scope["path"], scope["query_string"]), etag, last_modified_http, content, budget)
-    return Response(content=content, media_type=media_type, headers=headers)
+    return Response(content=content, media_type="application/json", headers=headers)
 
 
 class _RouteLabel:
