@@ -156,24 +156,18 @@ async def _decode(request: Request, svc: RunService, slug: str):
     if ctype == SAFETENSORS:
         opts = _options_from_query(request)
         seg, size = await svc.read_into_segment(request, s.max_body_bytes)
-        try:
+        with svc.segments.given_back_on_error(seg):
             refs = wire.safetensors_refs(seg.view(), size, seg.name, 0, svc.limits)
-        except BaseException:
-            svc.segments.give(seg)
-            raise
         return opts.options(), refs, None, [seg]
     if ctype == NPY:
         opts = _options_from_query(request)
         name = request.query_params.get("input", "")
         seg, size = await svc.read_into_segment(request, s.max_body_bytes)
-        try:
+        with svc.segments.given_back_on_error(seg):
             if not name:
                 spec = await svc.describe(slug)
                 name = spec["inputs"][0]["name"]
             refs = [wire.npy_ref(seg.view(), size, seg.name, 0, name, svc.limits)]
-        except BaseException:
-            svc.segments.give(seg)
-            raise
         return opts.options(), refs, None, [seg]
     if ctype == "multipart/form-data":
         return await _decode_multipart(request, svc)
@@ -207,7 +201,7 @@ async def _decode_multipart(request: Request, svc: RunService):
         opts = _validate(RunOptionsModel, jsonbody.loads(text, what="the 'options' part", max_depth=8))
     blobs = [await raw(parts["inputs"])] + ([await raw(parts["weights"])] if "weights" in parts else [])
     seg = svc.take(sum(len(b) for b in blobs) + 64)
-    try:
+    with svc.segments.given_back_on_error(seg):
         view, pos, found = seg.view(), 0, []
         used = 0
         for blob, where in zip(blobs, ("inputs", "weights"), strict=False):
@@ -217,9 +211,6 @@ async def _decode_multipart(request: Request, svc: RunService):
             found.append(refs)
             pos = wire.aligned(pos + len(blob))
         view.release()
-    except BaseException:
-        svc.segments.give(seg)
-        raise
     return opts.options(), found[0], (found[1] if len(found) > 1 else None), [seg]
 
 

@@ -117,7 +117,7 @@ class RunService:
             return seg, len(body)
         seg = self.take(declared)
         size = 0
-        try:
+        with self.segments.given_back_on_error(seg):
             view = seg.view()
             async for chunk in self._chunks(request.receive, declared):
                 end = size + len(chunk)
@@ -126,9 +126,6 @@ class RunService:
                 view[size:end] = chunk
                 size = end
             view.release()
-        except BaseException:
-            self.segments.give(seg)
-            raise
         return seg, size
 
     async def read_bytes(self, request, limit: int) -> bytes:
@@ -144,15 +141,12 @@ class RunService:
     def segment_for_plan(self, plans: list[list[tuple[str, Any, str]]]) -> tuple[shm.Segment, list[list[wire.TensorRef]]]:
         total = sum(wire.plan_nbytes(p) for p in plans)
         seg = self.take(max(total, 1))
-        try:
+        with self.segments.given_back_on_error(seg):
             refs, pos, view = [], 0, seg.view()
             for plan in plans:
                 r, pos = wire.write_plan(plan, seg.name, view, pos)
                 refs.append(r)
             view.release()
-        except BaseException:
-            self.segments.give(seg)
-            raise
         return seg, refs
 
     # ------------------------------------------------------------ jobs

@@ -15,6 +15,8 @@ import os
 import re
 import secrets
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,6 +194,15 @@ class SegmentPool:
                 return
             self._all.pop(seg.name, None)
         seg.unlink()
+
+    @contextmanager
+    def given_back_on_error(self, seg: Segment) -> Iterator[Segment]:
+        """``seg`` for the block; given back to the pool if the block raises (the caller keeps it otherwise)."""
+        try:
+            yield seg
+        except BaseException:
+            self.give(seg)
+            raise
 
     def close(self) -> None:
         with self._lock:
