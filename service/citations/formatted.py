@@ -26,6 +26,8 @@ import json
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cmp_to_key, lru_cache
 from pathlib import Path
@@ -329,16 +331,24 @@ def clear_cache() -> None:
         _ENTRIES.clear()
 
 
-def _render_entries(style_name: str, locale: str, output: Output, items: list[dict[str, Any]]) -> list[_Entry]:
-    """Each item's entry and sort keys, rendered in one bibliography (registration order, no sorting)."""
-    loaded = _load(style_name, locale)
+@contextmanager
+def _registered(loaded: _Loaded, output: Output, items: list[dict[str, Any]]) -> Iterator[CitationStylesBibliography]:
+    """A citeproc-py bibliography of ``items`` in the loaded style, each registered once in order, used while
+    holding the style's lock (citeproc-py keeps state on the style)."""
     source = CiteProcJSON([_for_citeproc(i) for i in items])
     fmt = formatter.html if output == "html" else formatter.plain
-    out = []
     with loaded.lock:
         bib = CitationStylesBibliography(loaded.style, source, fmt)
         for item in items:
             bib.register(Citation([CitationItem(item["id"])]))
+        yield bib
+
+
+def _render_entries(style_name: str, locale: str, output: Output, items: list[dict[str, Any]]) -> list[_Entry]:
+    """Each item's entry and sort keys, rendered in one bibliography (registration order, no sorting)."""
+    loaded = _load(style_name, locale)
+    out = []
+    with _registered(loaded, output, items) as bib:
         element = loaded.style.root.bibliography
         keys = element.find(f"{{{CSL_NS}}}sort")
         keys = keys.findall(f"{{{CSL_NS}}}key") if keys is not None else []
@@ -393,12 +403,7 @@ def render_together(items: list[dict[str, Any]], style: str = DEFAULT_STYLE, loc
     style_name = resolve_style(style)
     locale = resolve_locale(locale or style_default_locale(style_name) or DEFAULT_LOCALE)
     loaded = _load(style_name, locale)
-    source = CiteProcJSON([_for_citeproc(i) for i in items])
-    fmt = formatter.html if output == "html" else formatter.plain
-    with loaded.lock:
-        bib = CitationStylesBibliography(loaded.style, source, fmt)
-        for item in items:
-            bib.register(Citation([CitationItem(item["id"])]))
+    with _registered(loaded, output, items) as bib:
         bib.sort()
         entries = [str(e) for e in bib.bibliography()]
     out = []
